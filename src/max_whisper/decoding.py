@@ -1,0 +1,372 @@
+"""Decoding one 30 s window on the MAX graphs, with openai-whisper's rules.
+
+Logit filters (blank and symbol suppression, timestamp pairing), greedy and beam search,
+temperature sampling, language detection, no-speech probability and the sequence ranker
+follow openai-whisper's `decoding.py` so that greedy fp32 output is token for token the same.
+Logits come from the MAX decoder graph; the rules run on them in numpy.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .audio import CHUNK_LENGTH
+from .errors import WhisperError
+from .tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from .model import DecoderState
+    from .engine import WhisperModel
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    task: str = "transcribe"  # or "translate"
+    language: str | None = None  # None: detect
+    temperature: float = 0.0
+    sample_len: int | None = None  # most tokens to sample; default n_text_ctx // 2
+    best_of: int | None = None  # independent samples when temperature > 0
+    beam_size: int | None = None  # beams when temperature == 0
+    patience: float | None = None
+    length_penalty: float | None = None  # None: divide by length
+    prompt: str | list[int] | None = None  # previous text, for context
+    prefix: str | list[int] | None = None  # forced start of the current window
+    suppress_tokens: str | list[int] | None = "-1"  # "-1": openai-whisper's non-speech symbols
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float | None = 1.0
+    seed: int | None = None  # for temperature sampling
+
+
+@dataclass
+class DecodingResult:
+    language: str
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    avg_logprob: float = np.nan
+    sum_logprob: float = np.nan
+    no_speech_prob: float = np.nan
+    temperature: float = np.nan
+    compression_ratio: float = np.nan
+    language_probs: dict[str, float] | None = None
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32, copy=False)
+    m = np.max(x, axis=-1, keepdims=True)
+    shifted = x - m
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = np.max(x)
+    if not np.isfinite(m):
+        return float(m)
+    return float(m + np.log(np.sum(np.exp(x - m))))
+
+
+# --- logit filters: change logits [batch, vocab] in place, given tokens [batch, time] ---
+
+class SuppressBlank:
+    """No blank or end-of-text as the first sampled token."""
+
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int):
+        self.ids = tokenizer.encode(" ") + [tokenizer.eot]
+        self.sample_begin = sample_begin
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        if tokens.shape[1] == self.sample_begin:
+            logits[:, self.ids] = -np.inf
+
+
+class SuppressTokens:
+    def __init__(self, ids: tuple[int, ...]):
+        self.ids = list(ids)
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        logits[:, self.ids] = -np.inf
+
+
+class ApplyTimestampRules:
+    """Timestamps come in non-decreasing pairs; a timestamp opens the window; timestamps win
+    when their summed probability beats every text token."""
+
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int, max_initial_timestamp_index: int | None):
+        self.tok = tokenizer
+        self.sample_begin = sample_begin
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        ts_begin, eot = self.tok.timestamp_begin, self.tok.eot
+        logits[:, self.tok.no_timestamps] = -np.inf
+        for k in range(tokens.shape[0]):
+            sampled = tokens[k, self.sample_begin:]
+            last_was_ts = len(sampled) >= 1 and sampled[-1] >= ts_begin
+            penultimate_was_ts = len(sampled) < 2 or sampled[-2] >= ts_begin
+            if last_was_ts:
+                if penultimate_was_ts:
+                    logits[k, ts_begin:] = -np.inf
+                else:
+                    logits[k, :eot] = -np.inf
+            timestamps = sampled[sampled >= ts_begin]
+            if timestamps.size > 0:
+                # never go back in time; a segment has nonzero length
+                last = timestamps[-1] if last_was_ts and not penultimate_was_ts else timestamps[-1] + 1
+                logits[k, ts_begin:last] = -np.inf
+        if tokens.shape[1] == self.sample_begin:
+            logits[:, :ts_begin] = -np.inf
+            if self.max_initial_timestamp_index is not None:
+                logits[:, ts_begin + self.max_initial_timestamp_index + 1:] = -np.inf
+        logprobs = log_softmax(logits)
+        for k in range(tokens.shape[0]):
+            if _logsumexp(logprobs[k, ts_begin:]) > logprobs[k, :ts_begin].max():
+                logits[k, :ts_begin] = -np.inf
+
+
+# --- token choice ---
+
+class GreedyDecoder:
+    def __init__(self, temperature: float, eot: int, rng: np.random.Generator):
+        self.temperature, self.eot, self.rng = temperature, eot, rng
+
+    def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray,
+               state: DecoderState) -> tuple[np.ndarray, bool]:
+        logprobs = log_softmax(logits)
+        if self.temperature == 0:
+            next_tokens = logits.argmax(axis=-1)
+        else:
+            next_tokens = np.array([self.rng.choice(p.size, p=p) for p in _softmax(logits / self.temperature)])
+        rows = np.arange(len(next_tokens))
+        not_done = tokens[:, -1] != self.eot
+        sum_logprobs += logprobs[rows, next_tokens] * not_done
+        next_tokens[~not_done] = self.eot
+        tokens = np.concatenate([tokens, next_tokens[:, None]], axis=-1)
+        return tokens, bool((tokens[:, -1] == self.eot).all())
+
+    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray):
+        tokens = np.pad(tokens, [(0, 0), (0, 0), (0, 1)], constant_values=self.eot)
+        return [[row for row in group] for group in tokens], sum_logprobs.tolist()
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True)).astype(np.float64)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class BeamSearchDecoder:
+    def __init__(self, beam_size: int, eot: int, patience: float | None):
+        self.beam_size, self.eot = beam_size, eot
+        self.max_candidates = round(beam_size * (patience or 1.0))
+        if self.max_candidates <= 0:
+            raise WhisperError(f"invalid beam size ({beam_size}) or patience ({patience})")
+        self.finished: list[dict] | None = None
+
+    def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray,
+               state: DecoderState) -> tuple[np.ndarray, bool]:
+        n_audio = tokens.shape[0] // self.beam_size
+        if self.finished is None:
+            self.finished = [{} for _ in range(n_audio)]
+        logprobs = log_softmax(logits)
+        next_tokens, sources, newly_finished = [], [], []
+        for i in range(n_audio):
+            scores, origin, finished = {}, {}, {}
+            for j in range(self.beam_size):
+                idx = i * self.beam_size + j
+                prefix = tokens[idx].tolist()
+                top = np.argsort(-logprobs[idx], kind="stable")[: self.beam_size + 1]
+                for token in top:
+                    seq = tuple(prefix + [int(token)])
+                    scores[seq] = float(sum_logprobs[idx] + logprobs[idx, token])
+                    origin[seq] = idx
+            saved = 0
+            for seq in sorted(scores, key=scores.get, reverse=True):
+                if seq[-1] == self.eot:
+                    finished[seq] = scores[seq]
+                else:
+                    sum_logprobs[len(next_tokens)] = scores[seq]
+                    next_tokens.append(seq)
+                    sources.append(origin[seq])
+                    saved += 1
+                    if saved == self.beam_size:
+                        break
+            newly_finished.append(finished)
+        tokens = np.array(next_tokens, dtype=np.int64)
+        if sources != list(range(len(sources))):
+            state.reorder(np.array(sources))
+        for previous, new in zip(self.finished, newly_finished):
+            for seq in sorted(new, key=new.get, reverse=True):
+                if len(previous) >= self.max_candidates:
+                    break
+                previous[seq] = new[seq]
+        return tokens, all(len(s) >= self.max_candidates for s in self.finished)
+
+    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray):
+        for i, sequences in enumerate(self.finished):
+            if len(sequences) < self.beam_size:  # not enough finished: add the best unfinished
+                for j in np.argsort(sum_logprobs[i])[::-1]:
+                    sequences[tuple(tokens[i, j].tolist() + [self.eot])] = float(sum_logprobs[i][j])
+                    if len(sequences) >= self.beam_size:
+                        break
+        return ([[np.array(s) for s in seqs] for seqs in self.finished],
+                [list(seqs.values()) for seqs in self.finished])
+
+
+def rank(tokens: list[list[np.ndarray]], sum_logprobs: list[list[float]], length_penalty: float | None) -> list[int]:
+    """Index of the best candidate per audio: log probability over a length penalty."""
+    best = []
+    for seqs, logprobs in zip(tokens, sum_logprobs):
+        penalties = [len(t) if length_penalty is None else ((5 + len(t)) / 6) ** length_penalty for t in seqs]
+        best.append(int(np.argmax([lp / p for lp, p in zip(logprobs, penalties)])))
+    return best
+
+
+# --- the decoding task ---
+
+def detect_language(model: WhisperModel, features, tokenizer: Tokenizer) -> tuple[list[str], list[dict[str, float]]]:
+    """Language of each encoded window, from the logits after <|startoftranscript|>."""
+    if not model.is_multilingual:
+        raise WhisperError("this model is English-only and has no language detection")
+    n_audio = features.shape[0]
+    state = model.graphs.start_decoding(features, np.arange(n_audio))
+    logits = state.step(np.full((n_audio, 1), tokenizer.sot, np.int64))[:, 0]
+    lang_ids = np.array(tokenizer.all_language_tokens)
+    lang_logits = logits[:, lang_ids]
+    probs = _softmax(lang_logits)
+    codes = tokenizer.language_codes
+    languages = [codes[int(np.argmax(row))] for row in lang_logits]
+    return languages, [{c: float(p) for c, p in zip(codes, row)} for row in probs]
+
+
+class DecodingTask:
+    def __init__(self, model: WhisperModel, options: DecodingOptions):
+        self.model = model
+        language = options.language or ("en" if not model.is_multilingual else None)
+        self.options = options = replace(options, language=language)
+        if options.task not in ("transcribe", "translate"):
+            raise WhisperError(f"unknown task '{options.task}': use transcribe or translate")
+        if options.beam_size is not None and options.best_of is not None:
+            raise WhisperError("beam_size and best_of can't be given together")
+        if options.temperature == 0 and options.best_of is not None:
+            raise WhisperError("best_of with greedy sampling (temperature 0) is meaningless")
+        if options.beam_size is not None and options.temperature != 0:
+            raise WhisperError("beam search needs temperature 0")
+        dims = model.dims
+        self.tokenizer = model.tokenizer(language=language or "en", task=options.task)
+        self.n_group = options.beam_size or options.best_of or 1
+        self.n_ctx = dims.n_text_ctx
+        self.sample_len = options.sample_len or dims.n_text_ctx // 2
+        sot_seq = self.tokenizer.sot_sequence
+        if options.without_timestamps:
+            sot_seq = self.tokenizer.sot_sequence_including_notimestamps
+        self.sot_sequence = sot_seq
+        self.initial_tokens = self._initial_tokens()
+        self.sample_begin = len(self.initial_tokens)
+        self.sot_index = self.initial_tokens.index(self.tokenizer.sot)
+        rng = np.random.default_rng(options.seed)
+        if options.beam_size is not None:
+            self.decoder = BeamSearchDecoder(options.beam_size, self.tokenizer.eot, options.patience)
+        else:
+            self.decoder = GreedyDecoder(options.temperature, self.tokenizer.eot, rng)
+        self.filters = []
+        if options.suppress_blank:
+            self.filters.append(SuppressBlank(self.tokenizer, self.sample_begin))
+        if options.suppress_tokens:
+            self.filters.append(SuppressTokens(self._suppress_tokens()))
+        if not options.without_timestamps:
+            precision = CHUNK_LENGTH / dims.n_audio_ctx
+            max_init = None
+            if options.max_initial_timestamp:
+                max_init = round(options.max_initial_timestamp / precision)
+            self.filters.append(ApplyTimestampRules(self.tokenizer, self.sample_begin, max_init))
+
+    def _initial_tokens(self) -> tuple[int, ...]:
+        tok, opts = self.tokenizer, self.options
+        tokens = list(self.sot_sequence)
+        if prefix := opts.prefix:
+            prefix_tokens = tok.encode(" " + prefix.strip()) if isinstance(prefix, str) else list(prefix)
+            max_prefix_len = self.n_ctx // 2 - self.sample_len
+            tokens += prefix_tokens[-max_prefix_len:] if max_prefix_len > 0 else []
+        if prompt := opts.prompt:
+            prompt_tokens = tok.encode(" " + prompt.strip()) if isinstance(prompt, str) else list(prompt)
+            tokens = [tok.sot_prev] + prompt_tokens[-(self.n_ctx // 2 - 1):] + tokens
+        return tuple(tokens)
+
+    def _suppress_tokens(self) -> tuple[int, ...]:
+        tok = self.tokenizer
+        ids = self.options.suppress_tokens
+        if isinstance(ids, str):
+            try:
+                ids = [int(t) for t in ids.split(",")]
+            except ValueError:
+                raise WhisperError(f"suppress_tokens must be comma-separated integers, got '{ids}'") from None
+        ids = list(ids or [])
+        if -1 in ids:
+            ids = [t for t in ids if t >= 0] + list(tok.non_speech_tokens)
+        ids += [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech]
+        return tuple(sorted(set(ids)))
+
+    def run(self, features) -> list[DecodingResult]:
+        """Decode encoded windows (device features [n_audio, 1500, d])."""
+        tok = self.tokenizer
+        n_audio = features.shape[0]
+        tokens = np.tile(np.array(self.initial_tokens, np.int64), (n_audio, 1))
+        languages = [self.options.language] * n_audio
+        lang_probs = [None] * n_audio
+        if self.options.language is None:
+            languages, lang_probs = detect_language(self.model, features, tok)
+            tokens[:, self.sot_index + 1] = [tok.to_language_token(lang) for lang in languages]
+        tokens = np.repeat(tokens, self.n_group, axis=0)
+        state = self.model.graphs.start_decoding(features, np.repeat(np.arange(n_audio), self.n_group))
+        tokens, sum_logprobs, no_speech = self._main_loop(state, tokens)
+        no_speech = no_speech[:: self.n_group]
+        tokens = tokens.reshape(n_audio, self.n_group, -1)
+        sum_logprobs = sum_logprobs.reshape(n_audio, self.n_group)
+        candidates, cand_logprobs = self.decoder.finalize(tokens, sum_logprobs)
+        candidates = [[t[self.sample_begin: int(np.nonzero(t == tok.eot)[0][0])] for t in s] for s in candidates]
+        chosen = rank(candidates, cand_logprobs, self.options.length_penalty)
+        results = []
+        for i, idx in enumerate(chosen):
+            out = [int(t) for t in candidates[i][idx]]
+            text = tok.decode(out).strip()
+            sum_lp = cand_logprobs[i][idx]
+            results.append(DecodingResult(
+                language=languages[i], language_probs=lang_probs[i], tokens=out, text=text,
+                avg_logprob=sum_lp / (len(out) + 1), sum_logprob=sum_lp, no_speech_prob=no_speech[i],
+                temperature=self.options.temperature, compression_ratio=compression_ratio(text)))
+        return results
+
+    def _main_loop(self, state: DecoderState, tokens: np.ndarray):
+        n_batch = tokens.shape[0]
+        sum_logprobs = np.zeros(n_batch, np.float32)
+        no_speech = [np.nan] * n_batch
+        for i in range(self.sample_len):
+            if i == 0:
+                both = state.step(tokens, [self.sot_index, tokens.shape[1] - 1])
+                no_speech = _softmax(both[:, 0])[:, self.tokenizer.no_speech].tolist()
+                logits = both[:, 1]
+            else:
+                logits = state.step(tokens[:, -1:])[:, 0]
+            logits = np.array(logits, dtype=np.float32)
+            for f in self.filters:
+                f.apply(logits, tokens)
+            tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, state)
+            if completed or tokens.shape[-1] > self.n_ctx:
+                break
+        return tokens, sum_logprobs, no_speech
+
+
+def decode(model: WhisperModel, mel: np.ndarray, options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:
+    """Decode log-mel windows [n_audio, n_mels, 3000] (or one [n_mels, 3000])."""
+    single = mel.ndim == 2
+    features = model.graphs.encode(mel[None] if single else mel)
+    results = DecodingTask(model, options).run(features)
+    return results[:1] if single else results

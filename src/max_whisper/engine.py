@@ -1,0 +1,64 @@
+"""The MAX engine: one checkpoint's compiled graphs and tokenizer, with decode and transcribe."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .audio import N_FRAMES, log_mel_spectrogram, pad_or_trim
+from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
+from .model import WhisperGraphs
+from .tokenizer import Tokenizer, get_tokenizer
+from .weights import Checkpoint, load_checkpoint
+
+
+class WhisperModel:
+    """Whisper running entirely in MAX graphs (encoder and KV-cached decoder)."""
+
+    backend = "max"
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32"):
+        self.checkpoint = ckpt
+        self.dims = ckpt.dims
+        self.device = device
+        self.dtype = dtype
+        get_tokenizer(ckpt.tokenizer_file, self.is_multilingual, self.num_languages)  # fail early on a bad file
+        self.graphs = WhisperGraphs(ckpt, device=device, dtype=dtype)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.is_multilingual
+
+    @property
+    def num_languages(self) -> int:
+        return self.dims.num_languages
+
+    @lru_cache(maxsize=16)
+    def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer:
+        return get_tokenizer(self.checkpoint.tokenizer_file, self.is_multilingual, self.num_languages, language, task)
+
+    def decode(self, mel: np.ndarray, options: DecodingOptions = DecodingOptions()) -> DecodingResult:
+        """Decode one log-mel window [n_mels, 3000]."""
+        features = self.graphs.encode(pad_or_trim(mel, N_FRAMES)[None])
+        return DecodingTask(self, options).run(features)[0]
+
+    def detect_language(self, mel: np.ndarray) -> tuple[str, dict[str, float]]:
+        """Most likely language of one log-mel window [n_mels, 3000], and all probabilities."""
+        features = self.graphs.encode(pad_or_trim(mel, N_FRAMES)[None])
+        languages, probs = detect_language(self, features, self.tokenizer())
+        return languages[0], probs[0]
+
+    def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
+        return log_mel_spectrogram(audio, self.dims.n_mels, padding=padding)
+
+    def transcribe(self, audio: str | Path | np.ndarray, **kwargs) -> dict:
+        from .transcribe import transcribe
+
+        return transcribe(self, audio, **kwargs)
+
+
+def load_model(name: str | Path = "tiny.en", device: str = "cpu", dtype: str = "float32") -> WhisperModel:
+    """Load a model by name (`tiny.en`, `base`) or path, compiled for `device` (cpu or gpu)."""
+    return WhisperModel(load_checkpoint(name), device=device, dtype=dtype)

@@ -1,0 +1,309 @@
+"""Whisper as MAX graphs: the encoder, cross-attention keys/values, and a KV-cached decoder step.
+
+Every weight is a graph `Weight` named as in openai-whisper's state dict and bound once,
+when the graph is loaded; calls pass only audio features, tokens and cache buffers.
+
+Graphs (one compiled model each, reused for every call; batch and length are symbolic):
+- encoder:  mel [batch, n_mels, 3000] -> audio features [batch, 1500, d]
+- cross_kv: features [n_audio, 1500, d], rows [batch] -> keys, values [layer, batch, head, 1500, d_head]
+            (`rows` picks the audio for each decoding row, so beams share one encoding)
+- decoder:  tokens [batch, seq], offset, logit positions [n_pos], cross keys/values and one
+            self-attention cache buffer pair per layer [batch, 448, d], written in place
+            -> logits [batch, n_pos, vocab]
+- reorder:  gathers the cache buffers' rows by beam index (beam search).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from max import driver
+from max.dtype import DType
+from max.engine import InferenceSession
+from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, Weight, ops
+from max.graph.type import FilterLayout
+
+from .errors import WhisperError
+from .weights import Checkpoint, ModelDimensions
+
+LN_EPS = 1e-5
+
+
+class GraphWeights:
+    """Creates graph weights on first use, named as in the checkpoint; remembers which were used."""
+
+    def __init__(self, state: dict[str, np.ndarray], dtype: DType, device: DeviceRef):
+        self.state, self.dtype, self.device = state, dtype, device
+        self.used: dict[str, Weight] = {}
+
+    def __call__(self, name: str) -> Weight:
+        if name not in self.used:
+            self.used[name] = Weight(name, self.dtype, self.state[name].shape, self.device)
+        return self.used[name]
+
+    def registry(self) -> dict[str, np.ndarray]:
+        return {name: self.state[name] for name in self.used}
+
+
+# --- layers: functions from graph values to graph values ----------------------
+
+def linear(w: GraphWeights, name: str, x: TensorValue, bias: bool = True) -> TensorValue:
+    y = x @ ops.transpose(w(f"{name}.weight"), 0, 1)
+    return y + w(f"{name}.bias") if bias else y
+
+
+def layer_norm(w: GraphWeights, name: str, x: TensorValue) -> TensorValue:
+    return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
+
+
+def mlp(w: GraphWeights, name: str, x: TensorValue) -> TensorValue:
+    return linear(w, f"{name}.mlp.2", ops.gelu(linear(w, f"{name}.mlp.0", x)))
+
+
+def split_heads(x: TensorValue, n_head: int) -> TensorValue:
+    """[batch, time, d] -> [batch, head, time, d_head]"""
+    b, t, d = x.shape
+    return ops.transpose(ops.reshape(x, [b, t, n_head, int(d) // n_head]), 1, 2)
+
+
+def merge_heads(x: TensorValue) -> TensorValue:
+    """[batch, head, time, d_head] -> [batch, time, d]"""
+    b, h, t, dh = x.shape
+    return ops.reshape(ops.transpose(x, 1, 2), [b, t, int(h) * int(dh)])
+
+
+def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
+    """softmax(q k^T / sqrt(d_head) + mask) v over [batch, head, time, d_head] values."""
+    scale = 1.0 / float(np.sqrt(int(q.shape[-1])))
+    scores = (q @ ops.transpose(k, 2, 3)) * scale
+    if mask is not None:
+        scores = scores + mask
+    return ops.softmax(scores) @ v
+
+
+# --- graphs --------------------------------------------------------------------
+
+def build_encoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
+    mel_type = TensorType(dtype, ["batch", dims.n_mels, 2 * dims.n_audio_ctx], device)
+    with Graph("whisper_encoder", input_types=[mel_type]) as g:
+        x = g.inputs[0].tensor
+        for name, stride in (("encoder.conv1", 1), ("encoder.conv2", 2)):
+            x = ops.gelu(conv1d(w, name, x, stride))
+        x = ops.transpose(x, 1, 2) + w("encoder.positional_embedding")  # [batch, time, d]
+        for i in range(dims.n_audio_layer):
+            b = f"encoder.blocks.{i}"
+            h = layer_norm(w, f"{b}.attn_ln", x)
+            q, k, v = (split_heads(linear(w, f"{b}.attn.{p}", h, bias=p != "key"), dims.n_audio_head)
+                       for p in ("query", "key", "value"))
+            x = x + linear(w, f"{b}.attn.out", merge_heads(attention(q, k, v)))
+            x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
+        g.output(layer_norm(w, "encoder.ln_post", x))
+    return g
+
+
+def conv1d(w: GraphWeights, name: str, x: TensorValue, stride: int) -> TensorValue:
+    """PyTorch Conv1d (kernel 3, padding 1) on [batch, channels, time], torch-ordered filter."""
+    filt = ops.unsqueeze(w(f"{name}.weight"), 2)  # [out, in, 1, k]: FCRS
+    y = ops.conv2d(ops.unsqueeze(ops.transpose(x, 1, 2), 1), filt, stride=(1, stride),
+                   padding=(0, 0, 1, 1), bias=w(f"{name}.bias"), filter_layout=FilterLayout.FCRS)
+    return ops.transpose(ops.squeeze(y, 1), 1, 2)
+
+
+def build_cross_kv(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
+    feats = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_text_state], device)
+    rows = TensorType(DType.int64, ["batch"], device)
+    with Graph("whisper_cross_kv", input_types=[feats, rows]) as g:
+        x = ops.gather(g.inputs[0].tensor, g.inputs[1].tensor, axis=0)
+        keys, values = [], []
+        for i in range(dims.n_text_layer):
+            b = f"decoder.blocks.{i}.cross_attn"
+            keys.append(split_heads(linear(w, f"{b}.key", x, bias=False), dims.n_text_head))
+            values.append(split_heads(linear(w, f"{b}.value", x), dims.n_text_head))
+        g.output(ops.stack(keys), ops.stack(values))
+    return g
+
+
+def cache_type(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> BufferType:
+    return BufferType(dtype, ["batch", dims.n_text_ctx, dims.n_text_state], device)
+
+
+def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
+    head_dim = dims.n_text_state // dims.n_text_head
+    cross = TensorType(dtype, [dims.n_text_layer, "batch", dims.n_text_head, dims.n_audio_ctx, head_dim], device)
+    inputs = [
+        TensorType(DType.int64, ["batch", "seq"], device),  # tokens
+        TensorType(DType.int64, [], DeviceRef.CPU()),  # offset: tokens already in the cache
+        TensorType(DType.int64, ["n_pos"], device),  # positions whose logits are returned
+        cross, cross,
+    ] + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
+    with Graph("whisper_decoder", input_types=inputs) as g:
+        tokens, offset, logit_pos, cross_k, cross_v = (v.tensor for v in g.inputs[:5])
+        caches = [v.buffer for v in g.inputs[5:]]
+        seq = tokens.shape[1]
+        n_seq = ops.shape_to_tensor([seq]).reshape([])
+        end = offset + ops.cast(n_seq, DType.int64)
+        positions = ops.range(offset, end, 1, out_dim="seq", dtype=DType.int64, device=DeviceRef.CPU())
+        x = ops.gather(w("decoder.token_embedding.weight"), tokens, axis=0)
+        x = x + ops.gather(w("decoder.positional_embedding"), positions.to(device), axis=0)
+        mask = causal_mask(offset, end, positions, dtype, device)
+        new_rows = (slice(offset, end), "seq")
+        all_rows = (slice(0, end), "total")
+        for i in range(dims.n_text_layer):
+            b = f"decoder.blocks.{i}"
+            k_cache, v_cache = caches[2 * i], caches[2 * i + 1]
+            h = layer_norm(w, f"{b}.attn_ln", x)
+            q = split_heads(linear(w, f"{b}.attn.query", h), dims.n_text_head)
+            ops.buffer_store_slice(k_cache, linear(w, f"{b}.attn.key", h, bias=False), [slice(None), new_rows, slice(None)])
+            ops.buffer_store_slice(v_cache, linear(w, f"{b}.attn.value", h), [slice(None), new_rows, slice(None)])
+            k = split_heads(k_cache[:, all_rows, :], dims.n_text_head)
+            v = split_heads(v_cache[:, all_rows, :], dims.n_text_head)
+            x = x + linear(w, f"{b}.attn.out", merge_heads(attention(q, k, v, mask)))
+            h = layer_norm(w, f"{b}.cross_attn_ln", x)
+            q = split_heads(linear(w, f"{b}.cross_attn.query", h), dims.n_text_head)
+            x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i])))
+            x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
+        x = layer_norm(w, "decoder.ln", ops.gather(x, logit_pos, axis=1))
+        g.output(x @ ops.transpose(w("decoder.token_embedding.weight"), 0, 1))
+    return g
+
+
+def causal_mask(offset: TensorValue, end: TensorValue, positions: TensorValue,
+                dtype: DType, device: DeviceRef) -> TensorValue:
+    """[seq, total] additive mask: a new token at position p sees cached and new tokens <= p."""
+    keys = ops.range(0, end, 1, out_dim="total", dtype=DType.int64, device=DeviceRef.CPU())
+    future = ops.unsqueeze(keys, 0) > ops.unsqueeze(positions, 1)
+    neg = ops.constant(-np.inf, dtype, DeviceRef.CPU())
+    zero = ops.constant(0.0, dtype, DeviceRef.CPU())
+    return ops.where(future, neg, zero).to(device)
+
+
+def build_reorder(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+    inputs = [TensorType(DType.int64, ["batch"], device)] + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
+    with Graph("whisper_kv_reorder", input_types=inputs) as g:
+        index = g.inputs[0].tensor
+        for buf in g.inputs[1:]:
+            buf = buf.buffer
+            ops.buffer_store(buf, ops.gather(ops.buffer_load(buf), index, axis=0))
+        g.output()
+    return g
+
+
+# --- runtime -------------------------------------------------------------------
+
+def resolve_device(device: str) -> driver.Device:
+    if device == "cpu":
+        return driver.CPU()
+    if device in ("gpu", "cuda"):
+        if driver.accelerator_count() == 0:
+            raise WhisperError("device 'gpu' requested but MAX finds no GPU on this machine")
+        return driver.Accelerator()
+    raise WhisperError(f"unknown device '{device}': use cpu or gpu")
+
+
+@dataclass
+class Timings:
+    """Seconds spent compiling and inside MAX graph execution, per graph."""
+
+    compile: dict[str, float] = field(default_factory=dict)
+    execute: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.execute[name] = self.execute.get(name, 0.0) + seconds
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+
+class WhisperGraphs:
+    """The compiled graphs of one checkpoint on one device, and calls into them."""
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32"):
+        self.dims = ckpt.dims
+        self.device = resolve_device(device)
+        self.device_ref = DeviceRef.from_device(self.device)
+        self.dtype = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}[dtype]
+        self.np_dtype = np.float32 if self.dtype == DType.float32 else None
+        state = {k: _cast(v, self.dtype) for k, v in ckpt.state.items()}
+        self.session = InferenceSession(devices=[self.device])
+        self.timings = Timings()
+        self.encoder = self._compile("encoder", lambda w: build_encoder(self.dims, w, self.dtype, self.device_ref), state)
+        self.cross_kv = self._compile("cross_kv", lambda w: build_cross_kv(self.dims, w, self.dtype, self.device_ref), state)
+        self.decoder = self._compile("decoder", lambda w: build_decoder(self.dims, w, self.dtype, self.device_ref), state)
+        self.reorder = self._compile("reorder", lambda w: build_reorder(self.dims, self.dtype, self.device_ref), state)
+
+    def _compile(self, name: str, build, state):
+        start = time.perf_counter()
+        w = GraphWeights(state, self.dtype, self.device_ref)
+        graph = build(w)
+        model = self.session.load(graph, weights_registry=w.registry())
+        self.timings.compile[name] = time.perf_counter() - start
+        return model
+
+    def _run(self, name: str, model, *args):
+        start = time.perf_counter()
+        out = model.execute(*args)
+        self.timings.add(name, time.perf_counter() - start)
+        return out
+
+    def to_device(self, array: np.ndarray) -> driver.Buffer:
+        return driver.Buffer.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def encode(self, mel: np.ndarray) -> driver.Buffer:
+        """mel [batch, n_mels, 3000] float32 -> audio features on the device."""
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        if self.dtype != DType.float32:
+            mel = _cast(mel, self.dtype)
+        return self._run("encoder", self.encoder, self.to_device(mel))[0]
+
+    def start_decoding(self, features: driver.Buffer, rows: np.ndarray) -> "DecoderState":
+        """Cross-attention keys/values for each decoding row, and an empty self-attention cache."""
+        keys, values = self._run("cross_kv", self.cross_kv, features, self.to_device(rows.astype(np.int64)))
+        batch = len(rows)
+        shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
+        caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
+        return DecoderState(self, keys, values, caches)
+
+
+@dataclass
+class DecoderState:
+    """One decoding run's device state: cross keys/values and the self-attention cache."""
+
+    graphs: WhisperGraphs
+    cross_k: driver.Buffer
+    cross_v: driver.Buffer
+    caches: list[driver.Buffer]
+    offset: int = 0
+
+    def step(self, tokens: np.ndarray, logit_positions: list[int] | None = None) -> np.ndarray:
+        """Feed new tokens [batch, seq]; returns float32 logits [batch, n_pos, vocab].
+
+        By default only the last position's logits are computed.
+        """
+        g = self.graphs
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if self.offset + tokens.shape[1] > g.dims.n_text_ctx:
+            raise WhisperError(f"decoder context of {g.dims.n_text_ctx} tokens exceeded")
+        positions = np.asarray(logit_positions if logit_positions is not None else [tokens.shape[1] - 1], np.int64)
+        offset = driver.Buffer.from_numpy(np.array(self.offset, dtype=np.int64))
+        (logits,) = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.to_device(positions),
+                           self.cross_k, self.cross_v, *self.caches)
+        self.offset += tokens.shape[1]
+        return _to_float32(logits.to_numpy() if g.device.is_host else logits.to(driver.CPU()).to_numpy())
+
+    def reorder(self, source_rows: np.ndarray) -> None:
+        """Beam search: row i of the cache becomes row source_rows[i]."""
+        g = self.graphs
+        g._run("reorder", g.reorder, g.to_device(np.asarray(source_rows, np.int64)), *self.caches)
+
+
+def _cast(array: np.ndarray, dtype: DType) -> np.ndarray:
+    if dtype == DType.float32:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    if dtype == DType.float16:
+        return np.ascontiguousarray(array, dtype=np.float16)
+    raise WhisperError(f"dtype {dtype} is not supported yet")
+
+
+def _to_float32(array: np.ndarray) -> np.ndarray:
+    return array.astype(np.float32, copy=False)

@@ -1,0 +1,99 @@
+"""Audio decoding (PyAV) and the log-mel front end against openai-whisper's."""
+
+from __future__ import annotations
+
+import os
+
+import av
+import numpy as np
+import pytest
+import torch
+import whisper
+
+import max_whisper as mw
+from max_whisper import WhisperError
+from max_whisper.audio import mel_filters
+from conftest import references
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_mel_filters_match_openai(n_mels):
+    path = os.path.join(os.path.dirname(whisper.audio.__file__), "assets", "mel_filters.npz")
+    with np.load(path) as f:
+        assert np.abs(mel_filters(n_mels) - f[f"mel_{n_mels}"]).max() < 1e-6
+
+
+@pytest.mark.parametrize("clip", sorted(references()))
+def test_log_mel_matches_openai(speech, clip):
+    audio = mw.load_audio(speech / clip)
+    ours = mw.log_mel_spectrogram(audio, padding=mw.audio.N_SAMPLES)
+    theirs = whisper.log_mel_spectrogram(torch.from_numpy(audio), padding=mw.audio.N_SAMPLES).numpy()
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-4
+
+
+def test_load_audio_resamples_to_16k_mono(speech):
+    audio = mw.load_audio(speech / "jfk.wav")
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert len(audio) == 176000  # 11.0 s
+    assert 0.01 < np.abs(audio).max() <= 1.0
+
+
+def _encode(audio: np.ndarray, path, codec: str, rate: int = 44100, layout: str = "stereo"):
+    """Write `audio` (16 kHz mono) resampled to `rate` in `layout`, with PyAV."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        fmt = stream.codec_context.codec.audio_formats[0].name
+        frame = av.AudioFrame.from_ndarray((audio[None] * 32767).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(f):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+@pytest.mark.parametrize("suffix,codec", [("flac", "flac"), ("mp3", "libmp3lame"), ("ogg", "libvorbis"),
+                                          ("m4a", "aac"), ("wav", "pcm_s16le")])
+def test_common_formats_decode_to_the_same_signal(speech, tmp_path, suffix, codec):
+    original = mw.load_audio(speech / "jfk.wav")
+    path = tmp_path / f"jfk.{suffix}"
+    try:
+        _encode(original, path, codec)
+    except (av.error.FFmpegError, ValueError) as e:  # encoder missing from this FFmpeg build
+        pytest.fail(f"PyAV cannot encode {codec}: {e}")
+    decoded = mw.load_audio(path)
+    assert abs(len(decoded) - len(original)) < 0.1 * 16000  # codec padding only
+    n = min(len(decoded), len(original)) - 4000
+    # lossy codecs shift by a frame's delay: best correlation over small lags
+    best = max(np.corrcoef(original[2000:n], decoded[2000 + lag:n + lag])[0, 1] for lag in range(0, 2200, 1))
+    assert best > 0.9
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WhisperError, match=r"nothere\.wav: no such file"):
+        mw.load_audio(tmp_path / "nothere.wav")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(WhisperError, match=r"empty\.wav: empty file"):
+        mw.load_audio(tmp_path / "empty.wav")
+
+
+def test_not_audio(tmp_path):
+    (tmp_path / "notes.mp3").write_text("this is a text file, not audio\n" * 50)
+    with pytest.raises(WhisperError, match=r"notes\.mp3: not a readable audio file"):
+        mw.load_audio(tmp_path / "notes.mp3")
+
+
+def test_truncated_header(speech, tmp_path):
+    (tmp_path / "cut.flac").write_bytes((speech / "lecture.flac").read_bytes()[:30])
+    with pytest.raises(WhisperError, match=r"cut\.flac: (not a readable audio file|decodes to no audio)"):
+        mw.load_audio(tmp_path / "cut.flac")
+
+
+def test_directory_is_not_audio(tmp_path):
+    with pytest.raises(WhisperError, match="is a directory"):
+        mw.load_audio(tmp_path)

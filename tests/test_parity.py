@@ -1,0 +1,93 @@
+"""The MAX engine against openai-whisper on the same weights: greedy fp32 CPU, token for token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import whisper
+
+import max_whisper as mw
+from conftest import SHORT_CLIPS
+
+
+def window(model, speech, clip):
+    audio = mw.load_audio(speech / clip)
+    return mw.pad_or_trim(mw.log_mel_spectrogram(audio, model.dims.n_mels), mw.audio.N_FRAMES)
+
+
+def test_encoder_matches_reference(tiny, tiny_ref, speech):
+    mel = window(tiny, speech, "jfk.wav")
+    ours = tiny.graphs.encode(mel[None]).to_numpy()
+    with torch.no_grad():
+        theirs = tiny_ref.encoder(torch.from_numpy(mel[None])).numpy()
+    assert ours.shape == theirs.shape == (1, 1500, 384)
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
+def test_decoder_logits_match_reference(tiny, tiny_ref, speech):
+    mel = window(tiny, speech, "jfk.wav")
+    features = tiny.graphs.encode(mel[None])
+    tokens = np.array([[50257, 50362, 400, 370]])
+    state = tiny.graphs.start_decoding(features, np.array([0]))
+    prompt_logits = state.step(tokens[:, :3], [0, 1, 2])
+    step_logits = state.step(tokens[:, 3:])  # through the KV cache
+    with torch.no_grad():
+        theirs = tiny_ref.decoder(torch.from_numpy(tokens), torch.from_numpy(features.to_numpy())).numpy()
+    assert np.abs(prompt_logits - theirs[:, :3]).max() < 1e-3
+    assert np.abs(step_logits[:, 0] - theirs[:, 3]).max() < 1e-3
+
+
+@pytest.mark.parametrize("without_timestamps", [True, False], ids=["no-timestamps", "timestamps"])
+@pytest.mark.parametrize("clip", SHORT_CLIPS)
+def test_greedy_tokens_equal(tiny, tiny_ref, speech, clip, without_timestamps):
+    mel = window(tiny, speech, clip)
+    theirs = whisper.decode(tiny_ref, torch.from_numpy(mel),
+                            whisper.DecodingOptions(language="en", fp16=False, without_timestamps=without_timestamps))
+    ours = tiny.decode(mel, mw.DecodingOptions(language="en", without_timestamps=without_timestamps))
+    assert ours.tokens == theirs.tokens
+    assert ours.text == theirs.text
+    assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-3)
+    assert ours.no_speech_prob == pytest.approx(theirs.no_speech_prob, abs=1e-3)
+    assert ours.compression_ratio == pytest.approx(theirs.compression_ratio)
+
+
+@pytest.mark.parametrize("clip", ["jfk.wav", "sense_and_sensibility_01_austen_64kb-0870.wav"])
+def test_transcribe_equal(tiny, tiny_ref, speech, clip):
+    audio = mw.load_audio(speech / clip)
+    theirs = whisper.transcribe(tiny_ref, audio, fp16=False)
+    ours = tiny.transcribe(audio)
+    assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
+    assert [(s["start"], s["end"]) for s in ours["segments"]] == [(s["start"], s["end"]) for s in theirs["segments"]]
+    assert ours["text"] == theirs["text"]
+    assert ours["language"] == "en"
+
+
+def test_beam_search_equal(tiny, tiny_ref, speech):
+    mel = window(tiny, speech, "jfk.wav")
+    theirs = whisper.decode(tiny_ref, torch.from_numpy(mel), whisper.DecodingOptions(language="en", fp16=False, beam_size=5))
+    ours = tiny.decode(mel, mw.DecodingOptions(language="en", beam_size=5))
+    assert ours.tokens == theirs.tokens
+
+
+def test_temperature_sampling_is_seeded_and_valid(tiny, speech):
+    mel = window(tiny, speech, "jfk.wav")
+    a = tiny.decode(mel, mw.DecodingOptions(temperature=0.8, seed=3))
+    b = tiny.decode(mel, mw.DecodingOptions(temperature=0.8, seed=3))
+    assert a.tokens == b.tokens and a.temperature == 0.8
+    assert all(t < tiny.tokenizer().eot or t >= tiny.tokenizer().timestamp_begin for t in a.tokens)
+
+
+@pytest.mark.parametrize("clip", ["jfk.wav", "sense_and_sensibility_01_austen_64kb-0880.wav"])
+def test_base_multilingual_parity_and_language(base, base_ref, speech, clip):
+    mel = window(base, speech, clip)
+    language, probs = base.detect_language(mel)
+    _, ref_probs = base_ref.detect_language(torch.from_numpy(mel))
+    assert language == "en" == max(ref_probs, key=ref_probs.get)
+    assert probs["en"] == pytest.approx(ref_probs["en"], abs=1e-3)
+    for without_timestamps in (True, False):
+        opts = dict(without_timestamps=without_timestamps)
+        theirs = whisper.decode(base_ref, torch.from_numpy(mel), whisper.DecodingOptions(fp16=False, **opts))
+        ours = base.decode(mel, mw.DecodingOptions(**opts))
+        assert ours.language == theirs.language == "en"
+        assert ours.tokens == theirs.tokens
