@@ -39,14 +39,15 @@ def test_load_audio_resamples_to_16k_mono(speech):
     assert 0.01 < np.abs(audio).max() <= 1.0
 
 
-def _encode(audio: np.ndarray, path, codec: str, rate: int = 44100, layout: str = "stereo"):
+def _encode(audio: np.ndarray, path, codec: str, rate: int, layout: str = "stereo"):
     """Write `audio` (16 kHz mono) resampled to `rate` in `layout`, with PyAV."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=rate, layout=layout)
         fmt = stream.codec_context.codec.audio_formats[0].name
         frame = av.AudioFrame.from_ndarray((audio[None] * 32767).astype(np.int16), format="s16", layout="mono")
         frame.sample_rate = 16000
-        resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+        frame_size = stream.codec_context.frame_size or 1024
+        resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate, frame_size=frame_size)
         for f in resampler.resample(frame) + resampler.resample(None):
             for packet in stream.encode(f):
                 out.mux(packet)
@@ -54,13 +55,14 @@ def _encode(audio: np.ndarray, path, codec: str, rate: int = 44100, layout: str 
             out.mux(packet)
 
 
-@pytest.mark.parametrize("suffix,codec", [("flac", "flac"), ("mp3", "libmp3lame"), ("ogg", "libvorbis"),
-                                          ("m4a", "aac"), ("wav", "pcm_s16le")])
-def test_common_formats_decode_to_the_same_signal(speech, tmp_path, suffix, codec):
+@pytest.mark.parametrize("suffix,codec,rate", [("flac", "flac", 44100), ("mp3", "libmp3lame", 44100),
+                                               ("ogg", "libopus", 48000), ("m4a", "aac", 44100),
+                                               ("wav", "pcm_s16le", 22050)])
+def test_common_formats_decode_to_the_same_signal(speech, tmp_path, suffix, codec, rate):
     original = mw.load_audio(speech / "jfk.wav")
     path = tmp_path / f"jfk.{suffix}"
     try:
-        _encode(original, path, codec)
+        _encode(original, path, codec, rate)
     except (av.error.FFmpegError, ValueError) as e:  # encoder missing from this FFmpeg build
         pytest.fail(f"PyAV cannot encode {codec}: {e}")
     decoded = mw.load_audio(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WhisperError
+from .errors import WhisperError, first_line
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -50,14 +50,10 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     except WhisperError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise WhisperError(f"{path}: not a readable audio file ({_first_line(e)})") from None
+        raise WhisperError(f"{path}: not a readable audio file ({first_line(e)})") from None
     if not chunks or sum(c.size for c in chunks) == 0:
         raise WhisperError(f"{path}: decodes to no audio samples")
     return np.concatenate(chunks).astype(np.float32) / 32768.0
-
-
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def pad_or_trim(array: np.ndarray, length: int = N_SAMPLES, axis: int = -1) -> np.ndarray:

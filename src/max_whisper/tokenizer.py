@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .errors import WhisperError
+from .errors import WhisperError, first_line
 
 # openai-whisper's language order (token order); names accepted for --language.
 LANGUAGES = dict(
@@ -61,7 +61,7 @@ class Tokenizer:
         try:
             self._hf = HFTokenizer.from_file(str(self.path))
         except Exception as e:  # tokenizers raises a bare Exception on bad files
-            raise WhisperError(f"{self.path}: unreadable tokenizer file ({e})") from None
+            raise WhisperError(f"{self.path}: unreadable tokenizer file ({first_line(e)})") from None
         self.special = {t.content: i for i, t in self._hf.get_added_tokens_decoder().items()}
         for required in ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>"):
             if required not in self.special:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import re
 import struct
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WhisperError
+from .errors import WhisperError, first_line
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ def load_hf_safetensors(folder: Path) -> Checkpoint:
         try:
             tensors = load_file(str(f))
         except Exception as e:  # safetensors raises its own error types
-            raise WhisperError(f"{f}: unreadable safetensors file ({e})") from None
+            raise WhisperError(f"{f}: unreadable safetensors file ({first_line(e)})") from None
         for k, t in tensors.items():
             if (dst := hf_name_to_openai(k)) is not None:
                 state[dst] = t
@@ -366,8 +367,8 @@ def load_openai_pt(path: Path) -> Checkpoint:
         dims = ModelDimensions(**ckpt["dims"])
         state = {k: t.float().numpy() if t.dtype == torch.bfloat16 else t.numpy()
                  for k, t in ckpt["model_state_dict"].items()}
-    except (RuntimeError, KeyError, TypeError, EOFError, OSError) as e:
-        raise WhisperError(f"{path}: not a readable OpenAI Whisper checkpoint ({e})") from None
+    except (RuntimeError, KeyError, TypeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        raise WhisperError(f"{path}: not a readable OpenAI Whisper checkpoint ({first_line(e)})") from None
     tok = _optional(path.parent / "tokenizer.json")
     return Checkpoint(dims, state, tok, str(path))
 
