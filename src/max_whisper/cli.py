@@ -8,7 +8,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from .audio import SAMPLE_RATE, load_audio
 from .errors import WhisperError
+from .tokenizer import language_code
+from .outputs import FORMATS, format_timestamp, write_result
+
+# Extensions picked up when a directory is given (files named explicitly may have any).
+AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif",
+                    ".webm", ".mp4", ".mkv", ".mov", ".amr", ".3gp"}
 
 
 def sample_path() -> Path:
@@ -19,42 +26,127 @@ def sample_path() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="max-whisper", description="Whisper speech recognition on MAX graphs")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("transcribe", help="transcribe audio files")
-    t.add_argument("files", nargs="*", type=Path, help="audio files (any format FFmpeg reads)")
+    t = sub.add_parser("transcribe", help="transcribe audio files or folders of them")
+    t.add_argument("inputs", nargs="*", type=Path, help="audio files (any format FFmpeg reads) or folders")
     t.add_argument("--sample", action="store_true", help="transcribe the bundled 11 s sample")
-    t.add_argument("--model", default="tiny.en", help="tiny.en, base, or a model folder / .pt file")
+    t.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
     t.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    t.add_argument("--language", default=None, help="language code or name; default: detect")
+    t.add_argument("--output-format", choices=[*FORMATS, "all"], default=None,
+                   help="write files in this format (default: none, or all when --output-dir is given)")
+    t.add_argument("--output-dir", type=Path, default=None, help="where files go (default: current folder)")
+    t.add_argument("--language", default=None, help="language code or name (default: detect)")
     t.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
-    t.add_argument("--beam-size", type=int, default=None)
-    t.add_argument("--temperature", type=float, default=None,
-                   help="a single sampling temperature (default: 0 with fallback up to 1.0)")
+    t.add_argument("--beam-size", type=_positive_int, default=None, help="beam search with this many beams")
+    t.add_argument("--temperature", type=_temperature, default=None,
+                   help="one sampling temperature (default: 0, falling back to 0.2 .. 1.0 on failure)")
+    t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+    t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {value}")
+    return value
+
+
+def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
+    """Files as given, folders walked for audio; returns (files, problems)."""
+    files, problems = [], []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                problems.append(f"{path}: folder has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+            files.extend(found)
+        else:
+            files.append(path)  # missing or unreadable files are reported when they are read
+    return files, problems
+
+
+class Progress:
+    """A progress bar over audio seconds, on stderr, only when stderr is a terminal."""
+
+    def __init__(self, name: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=name, unit="s", disable=not sys.stderr.isatty(), leave=False,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+
+    def __call__(self, done: float, total: float) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from .engine import load_model
 
-    files = list(args.files) + ([sample_path()] if args.sample else [])
-    if not files:
-        raise WhisperError("no input: give audio files, or --sample")
-    options = {"language": args.language, "task": args.task, "beam_size": args.beam_size,
-               "without_timestamps": args.without_timestamps}
+    files, problems = expand_inputs(list(args.inputs))
+    if args.sample:
+        files.append(sample_path())
+    if not files and not problems:
+        raise WhisperError("no input: give audio files or folders, or --sample")
+    formats = []
+    if args.output_format or args.output_dir:
+        formats = list(FORMATS) if args.output_format in (None, "all") else [args.output_format]
+    output_dir = args.output_dir or Path(".")
+    options = {"language": language_code(args.language) if args.language else None, "task": args.task, "beam_size": args.beam_size,
+               "without_timestamps": args.without_timestamps, "initial_prompt": args.initial_prompt}
     if args.temperature is not None:
         options["temperature"] = args.temperature
+
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    failures = len(problems)
+    if not files:
+        return 1
     start = time.perf_counter()
     model = load_model(args.model, device=args.device)
     print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    failures = 0
+
+    audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()
     for path in files:
+        progress = Progress(path.name)
         try:
-            result = model.transcribe(path, **options)
+            audio = load_audio(path)
+            result = model.transcribe(audio, on_progress=progress, **options)
         except WhisperError as e:
             print(f"error: {e}", file=sys.stderr)
             failures += 1
             continue
-        print(result["text"].strip())
+        finally:
+            progress.close()
+        audio_seconds += len(audio) / SAMPLE_RATE
+        transcribed += 1
+        if len(files) > 1:
+            print(f"==> {path} <==")
+        if args.verbose:
+            for s in result["segments"]:
+                print(f"[{format_timestamp(s['start'])} --> {format_timestamp(s['end'])}] {s['text'].strip()}")
+        else:
+            print(result["text"].strip())
+        for fmt in formats:
+            try:
+                write_result(result, path, output_dir, fmt)
+            except OSError as e:
+                print(f"error: {path}: cannot write {fmt} output in {output_dir}: {e.strerror}", file=sys.stderr)
+                failures += 1
+    wall = time.perf_counter() - work_start
+    print(f"transcribed {transcribed}/{len(files)} files: {audio_seconds:.1f} s of audio in {wall:.1f} s "
+          f"({audio_seconds / wall if wall > 0 else 0:.1f}x real time)", file=sys.stderr)
     return 1 if failures else 0
 
 

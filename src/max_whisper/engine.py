@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import N_FRAMES, log_mel_spectrogram, pad_or_trim
+from .audio import N_FRAMES, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
 from .model import WhisperGraphs
 from .tokenizer import Tokenizer, get_tokenizer
@@ -49,9 +49,6 @@ class WhisperModel:
         features = self.graphs.encode(pad_or_trim(mel, N_FRAMES)[None])
         languages, probs = detect_language(self, features, self.tokenizer())
         return languages[0], probs[0]
-
-    def log_mel(self, audio: np.ndarray, padding: int = 0) -> np.ndarray:
-        return log_mel_spectrogram(audio, self.dims.n_mels, padding=padding)
 
     def transcribe(self, audio: str | Path | np.ndarray, **kwargs) -> dict:
         from .transcribe import transcribe

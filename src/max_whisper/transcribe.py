@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, load_audio, pad_or_trim
+from .audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, LogMelFeatures, load_audio,
+                    pad_or_trim)
 from .decoding import DecodingOptions, DecodingResult
 from .errors import WhisperError
 from .tokenizer import language_code
@@ -30,11 +31,16 @@ def transcribe(
     no_speech_threshold: float | None = 0.6,
     condition_on_previous_text: bool = True,
     initial_prompt: str | None = None,
+    silence_threshold_db: float | None = -60.0,
     on_progress=None,
     **decode_options,
 ) -> dict:
     """Transcribe a file or a 16 kHz mono float32 array; returns openai-whisper's result dict
     (`text`, `segments`, `language`), every second of the input covered.
+
+    `silence_threshold_db`: a window whose audio RMS is below this level (dBFS) is not decoded
+    and gives no segment. Whisper, openai-whisper's included, writes text such as "you" for
+    digital silence; no audible speech is this quiet. None turns this off (openai-whisper's behaviour).
 
     `on_progress(done_seconds, total_seconds)` is called after each window.
     """
@@ -45,16 +51,18 @@ def transcribe(
         raise WhisperError(f"beam_size must be at least 1, got {decode_options['beam_size']}")
     if isinstance(audio, (str, Path)):
         audio = load_audio(audio)
-    mel = model.log_mel(audio, padding=N_SAMPLES)
-    content_frames = mel.shape[-1] - N_FRAMES
-    content_seconds = content_frames * HOP_LENGTH / SAMPLE_RATE
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or audio.size == 0:
+        raise WhisperError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}")
+    mel = LogMelFeatures(audio, model.dims.n_mels, padding=N_SAMPLES)  # one window at a time
+    content_frames = mel.n_frames - N_FRAMES
 
     if decode_options.get("language") is not None:
         decode_options["language"] = language_code(decode_options["language"])
     elif not model.is_multilingual:
         decode_options["language"] = "en"
     else:
-        decode_options["language"], _ = model.detect_language(pad_or_trim(mel, N_FRAMES))
+        decode_options["language"], _ = model.detect_language(pad_or_trim(mel.window(0, N_FRAMES), N_FRAMES))
     language = decode_options["language"]
     task = decode_options.get("task", "transcribe")
     if task == "translate" and not model.is_multilingual:
@@ -96,8 +104,12 @@ def transcribe(
     while seek < content_frames:
         time_offset = seek * HOP_LENGTH / SAMPLE_RATE
         segment_size = min(N_FRAMES, content_frames - seek)
-        mel_segment = pad_or_trim(mel[:, seek: seek + segment_size], N_FRAMES)
+        mel_segment = pad_or_trim(mel.window(seek, segment_size), N_FRAMES)
         segment_duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+        if silence_threshold_db is not None and _rms_db(audio, seek, segment_size) < silence_threshold_db:
+            seek += segment_size
+            _report(on_progress, seek, content_frames)
+            continue
         decode_options["prompt"] = all_tokens[prompt_reset_since:]
         result = decode_with_fallback(mel_segment)
         tokens = np.array(result.tokens, dtype=np.int64)
@@ -154,7 +166,14 @@ def transcribe(
         _report(on_progress, seek, content_frames)
 
     return {"text": tokenizer.decode(all_tokens[len(initial_prompt_tokens):]),
-            "segments": all_segments, "language": language, "duration": content_seconds}
+            "segments": all_segments, "language": language}
+
+
+def _rms_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
+    """RMS level in dBFS of the samples behind mel frames [seek, seek + n_frames)."""
+    chunk = audio[seek * HOP_LENGTH: (seek + n_frames) * HOP_LENGTH].astype(np.float64)
+    rms = float(np.sqrt(np.mean(chunk**2))) if chunk.size else 0.0
+    return 20 * np.log10(rms) if rms > 0 else -np.inf
 
 
 def _report(on_progress, seek: int, content_frames: int) -> None:

@@ -1,0 +1,110 @@
+"""Long-form transcription on the 124.6 s lecture: openai-whisper parity, WER, output files."""
+
+from __future__ import annotations
+
+import json
+
+import jiwer
+import numpy as np
+import pytest
+import srt
+import webvtt
+import whisper
+from whisper.normalizers import EnglishTextNormalizer
+
+import max_whisper as mw
+from max_whisper import cli
+from max_whisper.audio import LogMelFeatures
+from conftest import references
+
+
+@pytest.fixture(scope="module")
+def lecture(speech):
+    return mw.load_audio(speech / "lecture.flac")
+
+
+@pytest.fixture(scope="module")
+def ours(tiny, lecture):
+    return tiny.transcribe(lecture)
+
+
+@pytest.fixture(scope="module")
+def theirs(tiny_ref, lecture):
+    return whisper.transcribe(tiny_ref, lecture, fp16=False)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    norm = EnglishTextNormalizer()
+    return 100 * jiwer.wer(norm(reference), norm(hypothesis))
+
+
+def test_windowed_features_equal_whole_file_features(lecture):
+    whole = mw.log_mel_spectrogram(lecture, padding=mw.audio.N_SAMPLES)
+    windows = LogMelFeatures(lecture, padding=mw.audio.N_SAMPLES)
+    for start in (0, 1234, 9000, whole.shape[1] - 3000):
+        assert np.array_equal(windows.window(start, 3000), whole[:, start:start + 3000])
+
+
+def test_lecture_tokens_equal_openai_transcribe(ours, theirs):
+    assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
+    assert [(s["start"], s["end"], s["seek"]) for s in ours["segments"]] == \
+        [(s["start"], s["end"], s["seek"]) for s in theirs["segments"]]
+    assert ours["text"] == theirs["text"]
+
+
+def test_lecture_wer_within_a_point_of_openai(ours, theirs):
+    ref = references()["lecture.flac"]
+    ours_wer, theirs_wer = wer(ref, ours["text"]), wer(ref, theirs["text"])
+    assert ours_wer <= theirs_wer + 1.0
+    assert ours_wer < 15.0  # and the transcript is a real one
+
+
+def test_segments_cover_the_file_in_order(ours, lecture):
+    segments = ours["segments"]
+    duration = len(lecture) / mw.audio.SAMPLE_RATE
+    assert segments[0]["start"] < 1.0
+    assert segments[-1]["end"] > duration - 3.0
+    for a, b in zip(segments, segments[1:]):
+        assert a["start"] <= a["end"] <= b["start"] + 1e-6 <= b["end"] + 1e-6
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+
+
+def test_result_has_openai_keys(ours, theirs):
+    assert set(ours) == set(theirs)
+    assert set(ours["segments"][0]) == set(theirs["segments"][0])
+
+
+def test_output_files_parse(ours, tmp_path):
+    for fmt in ("txt", "srt", "vtt", "tsv", "json"):
+        mw.outputs.write_result(ours, tmp_path / "lecture.flac", tmp_path, fmt)
+    spoken = [s for s in ours["segments"] if s["text"].strip()]
+    subs = list(srt.parse((tmp_path / "lecture.srt").read_text()))
+    assert len(subs) == len(spoken)
+    assert subs[0].content == spoken[0]["text"].strip()
+    assert subs[-1].end.total_seconds() == pytest.approx(spoken[-1]["end"], abs=1e-3)
+    cues = webvtt.read(str(tmp_path / "lecture.vtt"))
+    assert len(cues) == len(spoken) and cues[1].text == spoken[1]["text"].strip()
+    assert json.loads((tmp_path / "lecture.json").read_text()) == json.loads(json.dumps(ours))
+    tsv = (tmp_path / "lecture.tsv").read_text().splitlines()
+    assert tsv[0] == "start\tend\ttext" and len(tsv) == len(ours["segments"]) + 1
+    assert (tmp_path / "lecture.txt").read_text().split() == " ".join(s["text"] for s in ours["segments"]).split()
+
+
+def test_timestamps_format():
+    assert mw.outputs.format_timestamp(3725.5, True, ",") == "01:02:05,500"
+    assert mw.outputs.format_timestamp(65.0) == "01:05.000"
+
+
+def test_failed_write_keeps_the_previous_file(ours, tmp_path, monkeypatch):
+    good = mw.outputs.write_result(ours, tmp_path / "talk.wav", tmp_path, "json")
+    before = good.read_text()
+
+    def broken(result, f):
+        f.write('{"partial": ')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(mw.outputs.WRITERS, "json", broken)
+    with pytest.raises(OSError):
+        mw.outputs.write_result(ours, tmp_path / "talk.wav", tmp_path, "json")
+    assert good.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["talk.json"]
