@@ -26,7 +26,7 @@ def test_sample_transcribes():
 @pytest.fixture
 def use_tiny(tiny, monkeypatch):
     """The CLI in-process, on the session's compiled tiny.en."""
-    monkeypatch.setattr("max_whisper.engine.load_model", lambda *a, **k: tiny)
+    monkeypatch.setattr("max_whisper.backends.load_model", lambda *a, **k: tiny)
 
 
 def write_wav(path, samples: np.ndarray, rate: int = 16000):

@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 
 from .audio import SAMPLE_RATE, load_audio
+from .backends import BACKENDS
+from .bench import add_bench_parser, cmd_bench
 from .errors import WhisperError
 from .tokenizer import language_code
 from .outputs import FORMATS, format_timestamp, write_result
@@ -31,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample", action="store_true", help="transcribe the bundled 11 s sample")
     t.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
     t.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    t.add_argument("--backend", default="max", choices=BACKENDS,
+                   help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
+                        "reference: openai-whisper; faster-whisper: CTranslate2")
     t.add_argument("--output-format", choices=[*FORMATS, "all"], default=None,
                    help="write files in this format (default: none, or all when --output-dir is given)")
     t.add_argument("--output-dir", type=Path, default=None, help="where files go (default: current folder)")
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
+    add_bench_parser(sub)
     return parser
 
 
@@ -92,7 +98,7 @@ class Progress:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .engine import load_model
+    from .backends import load_model
 
     files, problems = expand_inputs(list(args.inputs))
     if args.sample:
@@ -114,8 +120,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not files:
         return 1
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device)
-    print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    model = load_model(args.model, device=args.device, backend=args.backend)
+    print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()
     for path in files:
@@ -153,7 +159,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return cmd_transcribe(args)
+        return cmd_bench(args) if args.command == "bench" else cmd_transcribe(args)
     except WhisperError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from .audio import N_FRAMES, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
 from .model import WhisperGraphs
 from .tokenizer import Tokenizer, get_tokenizer
-from .weights import Checkpoint, load_checkpoint
+from .weights import Checkpoint
 
 
 class WhisperModel:
@@ -50,12 +50,12 @@ class WhisperModel:
         languages, probs = detect_language(self, features, self.tokenizer())
         return languages[0], probs[0]
 
+    def max_graph_seconds(self) -> float:
+        """Seconds spent inside MAX graph execution since the model was loaded."""
+        return sum(self.graphs.timings.execute.values())
+
     def transcribe(self, audio: str | Path | np.ndarray, **kwargs) -> dict:
         from .transcribe import transcribe
 
         return transcribe(self, audio, **kwargs)
 
-
-def load_model(name: str | Path = "tiny.en", device: str = "cpu", dtype: str = "float32") -> WhisperModel:
-    """Load a model by name (`tiny.en`, `base`) or path, compiled for `device` (cpu or gpu)."""
-    return WhisperModel(load_checkpoint(name), device=device, dtype=dtype)

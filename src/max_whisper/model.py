@@ -218,7 +218,9 @@ class Timings:
 class WhisperGraphs:
     """The compiled graphs of one checkpoint on one device, and calls into them."""
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32"):
+    ALL = ("encoder", "cross_kv", "decoder", "reorder")
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32", graphs: tuple[str, ...] = ALL):
         self.dims = ckpt.dims
         self.device = resolve_device(device)
         self.device_ref = DeviceRef.from_device(self.device)
@@ -227,15 +229,15 @@ class WhisperGraphs:
         state = {k: _cast(v, self.dtype) for k, v in ckpt.state.items()}
         self.session = InferenceSession(devices=[self.device])
         self.timings = Timings()
-        self.encoder = self._compile("encoder", lambda w: build_encoder(self.dims, w, self.dtype, self.device_ref), state)
-        self.cross_kv = self._compile("cross_kv", lambda w: build_cross_kv(self.dims, w, self.dtype, self.device_ref), state)
-        self.decoder = self._compile("decoder", lambda w: build_decoder(self.dims, w, self.dtype, self.device_ref), state)
-        self.reorder = self._compile("reorder", lambda w: build_reorder(self.dims, self.dtype, self.device_ref), state)
+        builders = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder,
+                    "reorder": lambda dims, w, dtype, device: build_reorder(dims, dtype, device)}
+        for name in graphs:  # the hybrid backend compiles only the encoder
+            setattr(self, name, self._compile(name, builders[name], state))
 
     def _compile(self, name: str, build, state):
         start = time.perf_counter()
         w = GraphWeights(state, self.dtype, self.device_ref)
-        graph = build(w)
+        graph = build(self.dims, w, self.dtype, self.device_ref)
         model = self.session.load(graph, weights_registry=w.registry())
         self.timings.compile[name] = time.perf_counter() - start
         return model
@@ -243,11 +245,18 @@ class WhisperGraphs:
     def _run(self, name: str, model, *args):
         start = time.perf_counter()
         out = model.execute(*args)
+        if not self.device.is_host:
+            self.device.synchronize()  # GPU work is asynchronous: time it to completion
         self.timings.add(name, time.perf_counter() - start)
         return out
 
     def to_device(self, array: np.ndarray) -> driver.Buffer:
         return driver.Buffer.from_numpy(np.ascontiguousarray(array)).to(self.device)
+
+    def to_host(self, buffer: driver.Buffer) -> np.ndarray:
+        """A device buffer as a float32 numpy array on the host."""
+        host = buffer if self.device.is_host else buffer.to(driver.CPU())
+        return _to_float32(host.to_numpy())
 
     def encode(self, mel: np.ndarray) -> driver.Buffer:
         """mel [batch, n_mels, 3000] float32 -> audio features on the device."""
@@ -289,7 +298,7 @@ class DecoderState:
         (logits,) = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.to_device(positions),
                            self.cross_k, self.cross_v, *self.caches)
         self.offset += tokens.shape[1]
-        return _to_float32(logits.to_numpy() if g.device.is_host else logits.to(driver.CPU()).to_numpy())
+        return g.to_host(logits)
 
     def reorder(self, source_rows: np.ndarray) -> None:
         """Beam search: row i of the cache becomes row source_rows[i]."""

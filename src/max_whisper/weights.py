@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pickle
 import re
+import shutil
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,6 +113,31 @@ def _load_any(name: str) -> Checkpoint:
         f"unknown model '{name}': available offline are {', '.join(available_models())} "
         "(pip install 'max-whisper[models]'), or pass the path of a model folder or .pt file"
     )
+
+
+def ct2_folder(name_or_path: str | Path) -> Path:
+    """A CTranslate2 folder (model.bin, config.json, tokenizer.json) for this model, for peers
+    that read the format themselves; `base`'s split model.bin is joined once into a cache folder."""
+    name = str(name_or_path)
+    if name == "tiny.en":
+        return _package_dir(PACKAGED_MODELS[name][0], name) / "model"
+    if name == "base":
+        dirs = [_package_dir(d, name) / "data" for d in PACKAGED_MODELS[name]]
+        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "max-whisper" / "base-ct2"
+        if not (folder / "model.bin").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in ("config.json", "tokenizer.json", "vocabulary.txt"):
+                shutil.copy(dirs[0] / f, folder / f)
+            tmp = folder / "model.bin.part"
+            with open(tmp, "wb") as out:
+                for part in (dirs[0] / "model.bin.part1", dirs[1] / "model.bin.part2"):
+                    out.write(part.read_bytes())
+            os.replace(tmp, folder / "model.bin")
+        return folder
+    path = Path(name).expanduser()
+    if (path / "model.bin").is_file():
+        return path
+    raise WhisperError(f"{name}: not a CTranslate2 model folder (needs model.bin); faster-whisper reads only that format")
 
 
 def _load_packaged(name: str) -> Checkpoint:

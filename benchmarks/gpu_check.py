@@ -1,0 +1,110 @@
+"""GPU check in one run on a GPU machine: correctness against the CPU fp32 engine, then where the time goes.
+
+    python benchmarks/gpu_check.py --speech DIR --output DIR [--dtypes float32,float16]
+
+1. CPU fp32 MAX engine: greedy tokens on every short clip (with and without timestamps) and the
+   lecture transcript (the yardstick).
+2. For each GPU dtype: compile time per graph (cold on a fresh machine), the same tokens
+   (equal or not, per clip), the lecture's WER next to the CPU fp32 engine's, and the steady state:
+   encoder per 30 s window, decoder per token (batch 1), and a lecture transcription split into
+   time inside MAX graphs and the rest (host-side decoding rules, copies, Python).
+Writes gpu_check.json to --output and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+import max_whisper as mw
+from max_whisper.bench import word_error_rate
+
+
+def clip_tokens(model, speech: Path, clips: list[str]) -> dict:
+    out = {}
+    for clip in clips:
+        mel = mw.pad_or_trim(mw.log_mel_spectrogram(mw.load_audio(speech / clip)), 3000)
+        for wt in (True, False):
+            out[f"{clip}|{'notimestamps' if wt else 'timestamps'}"] = model.decode(
+                mel, mw.DecodingOptions(without_timestamps=wt)).tokens
+    return out
+
+
+def steady_state(model, lecture: np.ndarray) -> dict:
+    g = model.graphs
+    mel = mw.pad_or_trim(mw.log_mel_spectrogram(lecture[: 30 * 16000]), 3000)[None]
+    g.encode(mel)
+    enc = []
+    for _ in range(20):
+        t = time.perf_counter()
+        features = g.encode(mel)
+        g.to_host(features)  # wait for the device: the copy ends the timing
+        enc.append(time.perf_counter() - t)
+    state = g.start_decoding(features, np.array([0]))
+    state.step(np.array([[50257, 50362]]))
+    step = []
+    for _ in range(200):
+        t = time.perf_counter()
+        state.step(np.array([[262]]))
+        step.append(time.perf_counter() - t)
+    model.transcribe(lecture, temperature=0.0)  # warm-up
+    g0, t0 = model.max_graph_seconds(), time.perf_counter()
+    result = model.transcribe(lecture, temperature=0.0)
+    wall = time.perf_counter() - t0
+    graph = model.max_graph_seconds() - g0
+    calls = dict(g.timings.calls)
+    return {"encoder_window_ms_median": 1000 * statistics.median(enc),
+            "decoder_step_ms_median": 1000 * statistics.median(step),
+            "lecture_wall_s": wall, "lecture_in_max_graphs_s": graph, "lecture_rest_s": wall - graph,
+            "graph_calls_total": calls, "lecture_text": result["text"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--speech", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--dtypes", default="float32,float16")
+    args = p.parse_args()
+    with open(args.speech / "refs.tsv", newline="") as f:
+        refs = {r["file"]: r["reference"] for r in csv.DictReader(f, delimiter="\t")}
+    clips = sorted(c for c in refs if c != "lecture.flac")
+    lecture = mw.load_audio(args.speech / "lecture.flac")
+    report: dict = {"model": args.model, "machine": mw.bench._machine()}
+
+    t = time.perf_counter()
+    cpu = mw.load_model(args.model, device="cpu")
+    report["cpu_fp32"] = {"load_and_compile_s": time.perf_counter() - t}
+    cpu_tokens = clip_tokens(cpu, args.speech, clips)
+    cpu_text = cpu.transcribe(lecture, temperature=0.0)["text"]
+    report["cpu_fp32"]["lecture_wer"] = word_error_rate([refs["lecture.flac"]], [cpu_text])[0]
+    del cpu
+
+    for dtype in args.dtypes.split(","):
+        t = time.perf_counter()
+        gpu = mw.load_model(args.model, device="gpu", dtype=dtype)
+        entry = {"load_and_compile_s": time.perf_counter() - t,
+                 "compile_s_per_graph": dict(gpu.graphs.timings.compile)}
+        tokens = clip_tokens(gpu, args.speech, clips)
+        entry["tokens_equal_cpu_fp32"] = {k: tokens[k] == v for k, v in cpu_tokens.items()}
+        entry["all_tokens_equal"] = all(entry["tokens_equal_cpu_fp32"].values())
+        entry.update(steady_state(gpu, lecture))
+        entry["lecture_wer"] = word_error_rate([refs["lecture.flac"]], [entry["lecture_text"]])[0]
+        entry["lecture_text_equal_cpu_fp32"] = entry.pop("lecture_text") == cpu_text
+        report[f"gpu_{dtype}"] = entry
+        print(json.dumps({dtype: entry}, indent=1), flush=True)
+        del gpu
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

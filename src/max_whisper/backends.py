@@ -1,0 +1,155 @@
+"""One interface over four ways to run Whisper, all on the same weights.
+
+- `max`: the pure MAX engine (encoder and KV-cached decoder graphs) — the product;
+- `hybrid`: the MAX encoder graph inside openai-whisper's PyTorch decoder and decoding loop
+  (the reference encoder is never built or run);
+- `reference`: openai-whisper on PyTorch, CPU or CUDA (extra `reference`);
+- `faster-whisper`: CTranslate2 through faster-whisper, the strongest peer (extra `peers`).
+
+Each `load_model(..., backend=...)` returns an object with `transcribe(audio, **options)` giving
+openai-whisper's result dict, and `max_graph_seconds()`, the time spent inside MAX graphs so far.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WhisperError
+from .weights import Checkpoint, ct2_folder, load_checkpoint
+
+BACKENDS = ("max", "hybrid", "reference", "faster-whisper")
+
+
+def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "float32"):
+    """Load `name` (tiny.en, base, or a path) for `device` (cpu or gpu) on `backend`."""
+    if backend == "max":
+        from .engine import WhisperModel
+
+        return WhisperModel(load_checkpoint(name), device=device, dtype=dtype)
+    if backend in ("reference", "hybrid"):
+        return (HybridModel if backend == "hybrid" else ReferenceModel)(load_checkpoint(name), device)
+    if backend == "faster-whisper":
+        return FasterWhisperModel(name, device)
+    raise WhisperError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+
+
+def _import_reference():
+    try:
+        import torch
+        import whisper
+    except ImportError:
+        raise WhisperError("the reference and hybrid backends need openai-whisper and torch: "
+                           "pip install 'max-whisper[reference]'") from None
+    return torch, whisper
+
+
+def _torch_device(torch, device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    if device == "gpu":
+        if not torch.cuda.is_available():
+            raise WhisperError("device 'gpu' requested but PyTorch finds no CUDA GPU on this machine")
+        return "cuda"
+    raise WhisperError(f"unknown device '{device}': use cpu or gpu")
+
+
+# openai-whisper's transcribe() takes these; our engine's extras are dropped for it.
+_ENGINE_ONLY_OPTIONS = ("on_progress", "silence_threshold_db", "seed")
+
+
+class ReferenceModel:
+    """openai-whisper on PyTorch with weights read by our loader (fp32 on CPU, fp16 on CUDA)."""
+
+    backend = "reference"
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu"):
+        torch, whisper = _import_reference()
+        self.checkpoint, self.dims, self.device = ckpt, ckpt.dims, device
+        self.torch_device = _torch_device(torch, device)
+        self.fp16 = self.torch_device == "cuda"
+        model = whisper.model.Whisper(whisper.model.ModelDimensions(**ckpt.dims.asdict()))
+        self._load_weights(model, torch, ckpt)
+        self.model = model.to(self.torch_device).eval()
+
+    def _load_weights(self, model, torch, ckpt: Checkpoint) -> None:
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in ckpt.state.items()},
+                              strict=True)
+
+    def transcribe(self, audio, **options) -> dict:
+        _, whisper = _import_reference()
+        for key in _ENGINE_ONLY_OPTIONS:
+            options.pop(key, None)
+        return whisper.transcribe(self.model, audio, fp16=self.fp16, verbose=None, **options)
+
+    def max_graph_seconds(self) -> float:
+        return 0.0
+
+
+class HybridModel(ReferenceModel):
+    """openai-whisper's decoder and decoding loop fed by the MAX encoder graph."""
+
+    backend = "hybrid"
+
+    def _load_weights(self, model, torch, ckpt: Checkpoint) -> None:
+        from .model import WhisperGraphs
+
+        self.graphs = WhisperGraphs(ckpt, device=self.device, graphs=("encoder",))
+        model.encoder = MaxEncoder(self.graphs, torch)  # drops the PyTorch encoder before any use
+        prefix = "decoder."
+        model.decoder.load_state_dict(
+            {k[len(prefix):]: torch.from_numpy(np.asarray(v, np.float32)) for k, v in ckpt.state.items()
+             if k.startswith(prefix)}, strict=True)
+
+    def max_graph_seconds(self) -> float:
+        return sum(self.graphs.timings.execute.values())
+
+
+def MaxEncoder(graphs, torch):  # noqa: N802  (builds a torch Module; torch is imported lazily)
+    class MaxEncoder(torch.nn.Module):
+        """Stands where openai-whisper's AudioEncoder stood; runs the MAX encoder graph."""
+
+        def forward(self, mel):
+            features = graphs.encode(mel.detach().float().cpu().numpy())
+            return torch.from_numpy(graphs.to_host(features)).to(device=mel.device, dtype=mel.dtype)
+
+    return MaxEncoder()
+
+
+class FasterWhisperModel:
+    """faster-whisper (CTranslate2) on the same CTranslate2 weights folder."""
+
+    backend = "faster-whisper"
+
+    def __init__(self, name: str | Path, device: str = "cpu", compute_type: str | None = None):
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise WhisperError("the faster-whisper backend needs faster-whisper: pip install 'max-whisper[peers]'") from None
+        self.device = device
+        if device not in ("cpu", "gpu"):
+            raise WhisperError(f"unknown device '{device}': use cpu or gpu")
+        self.compute_type = compute_type or ("float16" if device == "gpu" else "float32")
+        folder = ct2_folder(name)
+        self.dims = load_checkpoint(name).dims
+        self.model = WhisperModel(str(folder), device="cuda" if device == "gpu" else "cpu",
+                                  compute_type=self.compute_type)
+
+    def transcribe(self, audio, **options) -> dict:
+        temperature = options.get("temperature", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+        segments, info = self.model.transcribe(
+            audio, language=options.get("language"), task=options.get("task", "transcribe"),
+            beam_size=options.get("beam_size") or 1, best_of=options.get("best_of") or 5,
+            temperature=list(temperature) if isinstance(temperature, (tuple, list)) else temperature,
+            condition_on_previous_text=options.get("condition_on_previous_text", True),
+            initial_prompt=options.get("initial_prompt"),
+            without_timestamps=options.get("without_timestamps", False), vad_filter=False)
+        out = [{"id": i, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text,
+                "tokens": list(s.tokens), "temperature": s.temperature, "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
+               for i, s in enumerate(segments)]
+        return {"text": "".join(s["text"] for s in out), "segments": out, "language": info.language}
+
+    def max_graph_seconds(self) -> float:
+        return 0.0

@@ -1,0 +1,295 @@
+"""`max-whisper bench`: backends side by side on the same audio, each in a process of its own.
+
+The parent starts one worker process per (device, backend); a worker decodes the audio once
+(not timed), loads the model (timed as load/compile), runs `--warmup` untimed transcriptions of
+every file, then `--runs` timed ones, and reports wall times, the time measured inside MAX graph
+execution, its own peak RSS and peak GPU memory, and its transcripts. The parent adds real-time
+factor, speedup over the CPU reference, WER and agreement with the CPU reference's text, and
+writes a Markdown table, a JSON file and a PNG chart.
+
+Decoding settings are the same for every backend: temperature 0 without fallback, beam search
+only with --beam-size, conditioning on previous text, timestamps on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import WhisperError
+
+WORKER_FLAG = "--worker-config"
+
+
+def add_bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="compare backends on the same audio: time, memory, transcript quality")
+    b.add_argument("audio", nargs="+", type=Path, help="audio files (all are transcribed in every run)")
+    b.add_argument("--backends", default="reference,hybrid,max,faster-whisper",
+                   help="comma-separated: max, hybrid, reference, faster-whisper")
+    b.add_argument("--devices", default="cpu", help="comma-separated: cpu, gpu")
+    b.add_argument("--model", default="tiny.en")
+    b.add_argument("--runs", type=int, default=5, help="timed runs per backend (default 5)")
+    b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    b.add_argument("--beam-size", type=int, default=None, help="beam search (default: greedy)")
+    b.add_argument("--dtype", default=None, help="MAX dtype on the GPU (default float32)")
+    b.add_argument("--refs", type=Path, default=None,
+                   help="reference transcripts, TSV with columns file and reference (default: refs.tsv "
+                        "beside the first audio file, if there is one)")
+    b.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for JSON, Markdown, PNG")
+    b.add_argument(WORKER_FLAG, default=None, help=argparse.SUPPRESS)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.worker_config:
+        return _worker(json.loads(args.worker_config))
+    from .backends import BACKENDS
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    for b in backends:
+        if b not in BACKENDS:
+            raise WhisperError(f"unknown backend '{b}': use {', '.join(BACKENDS)}")
+    for d in devices:
+        if d not in ("cpu", "gpu"):
+            raise WhisperError(f"unknown device '{d}': use cpu or gpu")
+    if "gpu" in devices:
+        from max import driver
+
+        if driver.accelerator_count() == 0:
+            raise WhisperError("--devices gpu: MAX finds no GPU on this machine")
+    if args.runs < 1 or args.warmup < 0:
+        raise WhisperError("--runs must be at least 1 and --warmup at least 0")
+    audio = [p.resolve() for p in args.audio]
+    for p in audio:
+        if not p.is_file():
+            raise WhisperError(f"{p}: no such file")
+    refs = _load_refs(args.refs or audio[0].parent / "refs.tsv", audio, explicit=args.refs is not None)
+
+    rows = []
+    for device in devices:
+        for backend in backends:
+            config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
+                      "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
+                      "dtype": args.dtype if device == "gpu" and args.dtype else "float32"}
+            print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
+            rows.append(_run_worker(config))
+    report = _report(rows, refs, audio, args)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.output / "bench.md").write_text(table)
+    _chart(report, args.output / "bench.png")
+    print(table)
+    failed = [r for r in rows if r.get("error")]
+    return 1 if failed else 0
+
+
+def _run_worker(config: dict) -> dict:
+    cmd = [sys.executable, "-m", "max_whisper.cli", "bench", config["audio"][0], WORKER_FLAG, json.dumps(config)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        err = (proc.stderr.strip().splitlines() or ["worker died without output"])[-1]
+        print(f"bench: {config['backend']} on {config['device']} failed: {err}", file=sys.stderr)
+        return {**config, "error": err}
+    return {**config, **json.loads(lines[-1])}
+
+
+# --- the worker: one backend, one device, its own process ---
+
+def _worker(config: dict) -> int:
+    import resource
+
+    from .audio import SAMPLE_RATE, load_audio
+    from .backends import load_model
+
+    gpu = GpuMemory() if config["device"] == "gpu" else None
+    audio = [load_audio(p) for p in config["audio"]]
+    start = time.perf_counter()
+    model = load_model(config["model"], device=config["device"], backend=config["backend"], dtype=config["dtype"])
+    load_s = time.perf_counter() - start
+    options = {"temperature": 0.0, "beam_size": config["beam_size"]}
+    for _ in range(config["warmup"]):
+        for a in audio:
+            model.transcribe(a, **options)
+    walls, graph = [], []
+    for _ in range(config["runs"]):
+        g0, t0 = model.max_graph_seconds(), time.perf_counter()
+        results = [model.transcribe(a, **options) for a in audio]
+        walls.append(time.perf_counter() - t0)
+        graph.append(model.max_graph_seconds() - g0)
+    print(json.dumps({
+        "load_s": load_s, "walls_s": walls, "max_graph_s": graph,
+        "audio_s": sum(len(a) for a in audio) / SAMPLE_RATE,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mib": gpu.stop() if gpu else None,
+        "texts": [r["text"] for r in results],
+    }))
+    return 0
+
+
+class GpuMemory:
+    """Peak GPU memory in use (MiB) above what was in use when this process started, sampled with NVML."""
+
+    def __init__(self, interval: float = 0.05):
+        try:
+            import pynvml
+        except ImportError:
+            self.pynvml = None
+            return
+        self.pynvml = pynvml
+        pynvml.nvmlInit()
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.baseline = self._used()
+        self.peak = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self.thread.start()
+
+    def _used(self) -> int:
+        return self.pynvml.nvmlDeviceGetMemoryInfo(self.handle).used
+
+    def _sample(self, interval: float) -> None:
+        while not self.done.wait(interval):
+            self.peak = max(self.peak, self._used() - self.baseline)
+
+    def stop(self) -> float | None:
+        if self.pynvml is None:
+            return None
+        self.done.set()
+        self.thread.join()
+        return max(self.peak, self._used() - self.baseline) / 2**20
+
+
+# --- the report ---
+
+def _load_refs(path: Path, audio: list[Path], explicit: bool) -> dict[str, str]:
+    if not path.is_file():
+        if explicit:
+            raise WhisperError(f"{path}: no such reference file")
+        return {}
+    with open(path, newline="") as f:
+        table = {row["file"]: row["reference"] for row in csv.DictReader(f, delimiter="\t")}
+    return {p.name: table[p.name] for p in audio if p.name in table}
+
+
+def _normalizer():
+    try:
+        from whisper.normalizers import EnglishTextNormalizer
+
+        return EnglishTextNormalizer(), "openai-whisper EnglishTextNormalizer"
+    except ImportError:
+        return (lambda s: re.sub(r"[^\w\s']", " ", s.lower())), "lowercase, punctuation removed"
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> tuple[float, str]:
+    import jiwer
+
+    norm, name = _normalizer()
+    refs = [norm(r) for r in references]
+    hyps = [norm(h) for h in hypotheses]
+    return 100.0 * jiwer.wer(refs, hyps), name
+
+
+def _report(rows: list[dict], refs: dict[str, str], audio: list[Path], args) -> dict:
+    baseline = next((r for r in rows if r["backend"] == "reference" and r["device"] == "cpu" and not r.get("error")), None)
+    normalizer = None
+    for r in rows:
+        if r.get("error"):
+            continue
+        r["median_s"] = statistics.median(r["walls_s"])
+        r["min_s"] = min(r["walls_s"])
+        r["realtime_x"] = r["audio_s"] / r["median_s"]
+        r["max_graph_median_s"] = statistics.median(r["max_graph_s"])
+        r["other_median_s"] = r["median_s"] - r["max_graph_median_s"]
+        r["speedup_vs_cpu_reference"] = baseline["median_s"] / r["median_s"] if baseline else None
+        r["same_text_as_cpu_reference"] = r["texts"] == baseline["texts"] if baseline else None
+        if len(refs) == len(audio):
+            r["wer_percent"], normalizer = word_error_rate([refs[p.name] for p in audio], r["texts"])
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": _machine(),
+        "command": "max-whisper bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
+        "model": args.model, "audio": [p.name for p in audio],
+        "settings": {"runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
+                     "temperature": 0.0, "condition_on_previous_text": True},
+        "wer_normalizer": normalizer, "rows": rows,
+    }
+
+
+def _machine() -> dict:
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "os": platform.platform()}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            info["gpu"] = out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("load_s", "load+compile s", "{:.1f}"),
+           ("median_s", "median s", "{:.3f}"), ("min_s", "min s", "{:.3f}"), ("realtime_x", "x real time", "{:.1f}"),
+           ("speedup_vs_cpu_reference", "speedup vs CPU ref", "{:.2f}x"), ("max_graph_median_s", "in MAX graphs s", "{:.3f}"),
+           ("other_median_s", "rest s", "{:.3f}"), ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
+           ("peak_gpu_mib", "peak GPU MiB", "{:.0f}"), ("wer_percent", "WER %", "{:.2f}"),
+           ("same_text_as_cpu_reference", "text = CPU ref", "{}")]
+
+
+def markdown(report: dict) -> str:
+    lines = [f"model {report['model']}, audio {', '.join(report['audio'])}, "
+             f"runs {report['settings']['runs']} after {report['settings']['warmup']} warm-up, "
+             f"beam {report['settings']['beam_size'] or 'none (greedy)'}, temperature 0; {report['date']}", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()) + ".", "",
+             f"Command: `{report['command']}`" if report.get("command") else "", "",
+             "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+             "|" + " --- |" * len(COLUMNS)]
+    for r in report["rows"]:
+        if r.get("error"):
+            lines.append(f"| {r['backend']} | {r['device']} | failed: {r['error']} |" + " |" * (len(COLUMNS) - 3))
+            continue
+        cells = []
+        for key, _, fmt in COLUMNS:
+            v = r.get(key)
+            cells.append("n/a" if v is None else ("yes" if v is True else "no" if v is False else fmt.format(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.get("wer_normalizer"):
+        lines += ["", f"WER text normaliser: {report['wer_normalizer']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["rows"] if not r.get("error")]
+    labels = [f"{r['backend']}\n{r['device']}" for r in rows]
+    graph = [r["max_graph_median_s"] for r in rows]
+    other = [r["other_median_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.5))
+    ax.bar(labels, graph, label="inside MAX graphs", color="#d9480f")
+    ax.bar(labels, other, bottom=graph, label="rest (PyTorch, CTranslate2, host code)", color="#868e96")
+    for i, r in enumerate(rows):
+        ax.text(i, r["median_s"], f"{r['median_s']:.2f} s\n{r['realtime_x']:.0f}x RT", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("median wall time per run (s)")
+    ax.set_title(f"Whisper {report['model']} on {', '.join(report['audio'])}")
+    ax.legend(fontsize=8)
+    ax.margins(y=0.2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

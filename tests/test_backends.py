@@ -1,0 +1,106 @@
+"""The four backends behind one interface, and the benchmark that compares them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import max_whisper as mw
+from max_whisper import WhisperError, cli
+
+
+@pytest.fixture(scope="module")
+def jfk(speech):
+    return mw.load_audio(speech / "jfk.wav")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return mw.load_model("tiny.en", backend="reference")
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+    return mw.load_model("tiny.en", backend="hybrid")
+
+
+def test_max_graph_time_is_measured_per_backend(tiny, reference, hybrid, jfk):
+    for model in (tiny, reference, hybrid):
+        before = model.max_graph_seconds()
+        model.transcribe(jfk, temperature=0.0)
+        spent = model.max_graph_seconds() - before
+        if model.backend == "reference":
+            assert spent == 0.0
+        else:
+            assert spent > 0.0, model.backend
+    assert hybrid.graphs.timings.calls["encoder"] >= 1
+
+
+def test_hybrid_runs_no_pytorch_encoder(hybrid):
+    params = [name for name, _ in hybrid.model.named_parameters()]
+    assert params and all(name.startswith("decoder.") for name in params)
+    assert set(hybrid.graphs.timings.compile) == {"encoder"}
+
+
+def test_hybrid_encoder_output_is_the_max_graphs(hybrid, tiny, speech):
+    mel = mw.pad_or_trim(mw.log_mel_spectrogram(mw.load_audio(speech / "jfk.wav")), 3000)[None]
+    with torch.no_grad():
+        via_torch_module = hybrid.model.encoder(torch.from_numpy(mel)).numpy()
+    assert np.array_equal(via_torch_module, tiny.graphs.to_host(tiny.graphs.encode(mel)))
+
+
+@pytest.mark.parametrize("clip", ["jfk.wav", "goforward.wav"])
+def test_backends_agree_on_text(tiny, reference, hybrid, speech, clip):
+    audio = mw.load_audio(speech / clip)
+    texts = {m.backend: m.transcribe(audio, temperature=0.0)["text"] for m in (tiny, reference, hybrid)}
+    assert texts["max"] == texts["reference"] == texts["hybrid"]
+
+
+def test_faster_whisper_backend(jfk):
+    model = mw.load_model("tiny.en", backend="faster-whisper")
+    result = model.transcribe(jfk, temperature=0.0)
+    assert "ask not what your country can do for you" in result["text"]
+    assert result["language"] == "en" and result["segments"][0]["start"] == 0.0
+    assert model.max_graph_seconds() == 0.0
+
+
+def test_unknown_backend():
+    with pytest.raises(WhisperError, match="unknown backend 'onnx'"):
+        mw.load_model("tiny.en", backend="onnx")
+
+
+def test_reference_gpu_without_cuda_is_an_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on CI
+    with pytest.raises(WhisperError, match="PyTorch finds no CUDA GPU"):
+        mw.load_model("tiny.en", backend="reference", device="gpu")
+
+
+def test_bench_report_has_every_column(speech, tmp_path, capsys):
+    out = tmp_path / "results"
+    code = cli.main(["bench", str(speech / "jfk.wav"), "--backends", "reference,max", "--runs", "2",
+                     "--warmup", "1", "--output", str(out)])
+    table = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((out / "bench.json").read_text())
+    rows = {r["backend"]: r for r in report["rows"]}
+    for key, title, _ in mw.bench.COLUMNS:
+        assert title in table
+        for r in rows.values():
+            assert key in r, key
+    assert rows["reference"]["max_graph_median_s"] == 0.0 and rows["max"]["max_graph_median_s"] > 0.0
+    assert rows["reference"]["speedup_vs_cpu_reference"] == 1.0
+    assert rows["max"]["same_text_as_cpu_reference"] is True
+    assert rows["max"]["wer_percent"] < 10.0  # refs.tsv beside the audio was found
+    assert len(rows["max"]["walls_s"]) == 2 and rows["max"]["peak_rss_mib"] > 100
+    assert (out / "bench.png").stat().st_size > 10_000 and (out / "bench.md").read_text() in table
+
+
+def test_bench_gpu_without_gpu_fails_clearly(speech, capsys, monkeypatch):
+    from max import driver
+
+    monkeypatch.setattr(driver, "accelerator_count", lambda: 0)
+    assert cli.main(["bench", str(speech / "jfk.wav"), "--devices", "cpu,gpu"]) == 2
+    assert "--devices gpu: MAX finds no GPU on this machine" in capsys.readouterr().err
