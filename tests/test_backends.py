@@ -104,3 +104,21 @@ def test_bench_gpu_without_gpu_fails_clearly(speech, capsys, monkeypatch):
     monkeypatch.setattr(driver, "accelerator_count", lambda: 0)
     assert cli.main(["bench", str(speech / "jfk.wav"), "--devices", "cpu,gpu"]) == 2
     assert "--devices gpu: MAX finds no GPU on this machine" in capsys.readouterr().err
+
+
+def test_float16_needs_a_gpu():
+    with pytest.raises(WhisperError, match="dtype float16 needs device gpu"):
+        mw.load_model("tiny.en", dtype="float16")
+
+
+def test_unknown_dtype():
+    with pytest.raises(WhisperError, match="unsupported dtype 'int4'"):
+        mw.load_model("tiny.en", dtype="int4")
+
+
+def test_max_gpu_without_gpu_is_an_error(monkeypatch):
+    from max import driver
+
+    monkeypatch.setattr(driver, "accelerator_count", lambda: 0)
+    with pytest.raises(WhisperError, match="device 'gpu' requested but MAX finds no GPU"):
+        mw.load_model("tiny.en", device="gpu")

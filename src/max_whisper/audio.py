@@ -37,7 +37,7 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise WhisperError(f"{path}: empty file (0 bytes)")
     chunks: list[np.ndarray] = []
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av.open(str(path)) as container:
             if not container.streams.audio:
                 raise WhisperError(f"{path}: no audio stream in this file")
             stream = container.streams.audio[0]

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample", action="store_true", help="transcribe the bundled 11 s sample")
     t.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
     t.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    t.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="MAX weights and activations; float16 only with --device gpu (default float32: on an "
+                        "H100 it was both faster and token-exact, see docs/measurements.md)")
     t.add_argument("--backend", default="max", choices=BACKENDS,
                    help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
                         "reference: openai-whisper; faster-whisper: CTranslate2")
@@ -120,7 +123,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not files:
         return 1
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, backend=args.backend)
+    model = load_model(args.model, device=args.device, backend=args.backend, dtype=args.dtype)
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()

@@ -75,12 +75,22 @@ def merge_heads(x: TensorValue) -> TensorValue:
 
 
 def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
-    """softmax(q k^T / sqrt(d_head) + mask) v over [batch, head, time, d_head] values."""
+    """softmax(q k^T / sqrt(d_head) + mask) v over [batch, head, time, d_head] values.
+
+    Computed in float32 whatever the weights' dtype: MAX 26.7's fused fp16 attention kernel for
+    Hopper fails to instantiate for Whisper's shapes (seen on an H100), and fp32 keeps the softmax exact.
+    """
+    dtype = q.dtype
+    if dtype != DType.float32:
+        q, k, v = (ops.cast(t, DType.float32) for t in (q, k, v))
+        if mask is not None:
+            mask = ops.cast(mask, DType.float32)
     scale = 1.0 / float(np.sqrt(int(q.shape[-1])))
     scores = (q @ ops.transpose(k, 2, 3)) * scale
     if mask is not None:
         scores = scores + mask
-    return ops.softmax(scores) @ v
+    out = ops.softmax(scores) @ v
+    return out if dtype == DType.float32 else ops.cast(out, dtype)
 
 
 # --- graphs --------------------------------------------------------------------
@@ -218,25 +228,35 @@ class Timings:
 class WhisperGraphs:
     """The compiled graphs of one checkpoint on one device, and calls into them."""
 
-    ALL = ("encoder", "cross_kv", "decoder", "reorder")
+    ALL = ("encoder", "cross_kv", "decoder")  # and "reorder", compiled on first use (beam search)
 
     def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32", graphs: tuple[str, ...] = ALL):
         self.dims = ckpt.dims
         self.device = resolve_device(device)
         self.device_ref = DeviceRef.from_device(self.device)
-        self.dtype = {"float32": DType.float32, "float16": DType.float16, "bfloat16": DType.bfloat16}[dtype]
-        self.np_dtype = np.float32 if self.dtype == DType.float32 else None
-        state = {k: _cast(v, self.dtype) for k, v in ckpt.state.items()}
+        dtypes = {"float32": DType.float32, "float16": DType.float16}
+        if dtype not in dtypes:
+            raise WhisperError(f"unsupported dtype '{dtype}': use float32 or float16")
+        if dtype != "float32" and self.device.is_host:
+            raise WhisperError(f"dtype {dtype} needs device gpu; the CPU engine runs float32")
+        self.dtype = dtypes[dtype]
+        self._state = {k: _cast(v, self.dtype) for k, v in ckpt.state.items()}  # lives as long as the models
         self.session = InferenceSession(devices=[self.device])
         self.timings = Timings()
-        builders = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder,
-                    "reorder": lambda dims, w, dtype, device: build_reorder(dims, dtype, device)}
+        builders = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder}
         for name in graphs:  # the hybrid backend compiles only the encoder
-            setattr(self, name, self._compile(name, builders[name], state))
+            setattr(self, name, self._compile(name, builders[name]))
+        self._reorder = None
 
-    def _compile(self, name: str, build, state):
+    @property
+    def reorder(self):
+        if self._reorder is None:
+            self._reorder = self._compile("reorder", lambda dims, w, dtype, device: build_reorder(dims, dtype, device))
+        return self._reorder
+
+    def _compile(self, name: str, build):
         start = time.perf_counter()
-        w = GraphWeights(state, self.dtype, self.device_ref)
+        w = GraphWeights(self._state, self.dtype, self.device_ref)
         graph = build(self.dims, w, self.dtype, self.device_ref)
         model = self.session.load(graph, weights_registry=w.registry())
         self.timings.compile[name] = time.perf_counter() - start
@@ -307,10 +327,11 @@ class DecoderState:
 
 
 def _cast(array: np.ndarray, dtype: DType) -> np.ndarray:
+    """A fresh, aligned copy: checkpoint arrays can be views at odd offsets of a file buffer."""
     if dtype == DType.float32:
-        return np.ascontiguousarray(array, dtype=np.float32)
+        return np.array(array, dtype=np.float32, order="C", copy=True)
     if dtype == DType.float16:
-        return np.ascontiguousarray(array, dtype=np.float16)
+        return np.array(array, dtype=np.float16, order="C", copy=True)
     raise WhisperError(f"dtype {dtype} is not supported yet")
 
 
