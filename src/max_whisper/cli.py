@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beam-size", type=_positive_int, default=None, help="beam search with this many beams")
     t.add_argument("--temperature", type=_temperature, default=None,
                    help="one sampling temperature (default: 0, falling back to 0.2 .. 1.0 on failure)")
+    t.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="throughput mode: decode this many 30 s windows at once, without conditioning on "
+                        "previous text (default: openai-whisper's sequential loop)")
     t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
@@ -113,7 +116,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         formats = list(FORMATS) if args.output_format in (None, "all") else [args.output_format]
     output_dir = args.output_dir or Path(".")
     options = {"language": language_code(args.language) if args.language else None, "task": args.task, "beam_size": args.beam_size,
-               "without_timestamps": args.without_timestamps, "initial_prompt": args.initial_prompt}
+               "without_timestamps": args.without_timestamps, "initial_prompt": args.initial_prompt,
+               "batch_size": args.batch_size}
     if args.temperature is not None:
         options["temperature"] = args.temperature
 
