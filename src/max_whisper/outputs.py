@@ -71,8 +71,8 @@ def write_result(result: dict, audio_path: Path, output_dir: Path, fmt: str) -> 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             WRITERS[fmt](result, f)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        os.replace(tmp, target)  # the old file stays whole until the new one is complete
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return target
