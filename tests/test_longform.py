@@ -13,7 +13,6 @@ import whisper
 from whisper.normalizers import EnglishTextNormalizer
 
 import max_whisper as mw
-from max_whisper import cli
 from max_whisper.audio import LogMelFeatures
 from max_whisper.transcribe import plan_windows
 from conftest import references
