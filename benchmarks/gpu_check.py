@@ -1,6 +1,6 @@
 """GPU check in one run on a GPU machine: correctness against the CPU fp32 engine, then where the time goes.
 
-    python benchmarks/gpu_check.py --speech DIR --output DIR [--dtypes float32,float16]
+    python benchmarks/gpu_check.py --speech DIR --output DIR [--dtypes float32,float16] [--bench]
 
 1. CPU fp32 MAX engine: greedy tokens on every short clip (with and without timestamps) and the
    lecture transcript (the yardstick).
@@ -8,7 +8,11 @@
    (equal or not, per clip), the lecture's WER next to the CPU fp32 engine's, and the steady state:
    encoder per 30 s window, decoder per token (batch 1), and a lecture transcription split into
    time inside MAX graphs and the rest (host-side decoding rules, copies, Python).
-Writes gpu_check.json to --output and prints it.
+3. With --bench: `max-whisper bench lecture.flac --backends reference,hybrid,max --devices gpu` into
+   --output/bench (JSON, Markdown, PNG), with the first of --dtypes for the max backend.
+Writes gpu_check.json to --output and prints it. On a fresh machine the cold compile (about 7 min
+on an H100) and the bench (about 2.5 min) can exceed one 10-minute device call: then run it twice,
+the second time with --bench and --dtypes float32 only (the compile is cached by then).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import argparse
 import csv
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +80,9 @@ def main() -> None:
     p.add_argument("--cpu-reference", type=Path, default=None,
                    help="the CPU fp32 yardstick from an earlier --cpu-only run (default: compute it here)")
     p.add_argument("--cpu-only", action="store_true", help="compute the CPU fp32 yardstick and stop")
+    p.add_argument("--device", default="gpu", help="gpu (default); cpu only to try the script out")
+    p.add_argument("--bench", action="store_true", help="then run max-whisper bench on the device")
+    p.add_argument("--skip-check", action="store_true", help="with --bench: only the bench")
     args = p.parse_args()
     with open(args.speech / "refs.tsv", newline="") as f:
         refs = {r["file"]: r["reference"] for r in csv.DictReader(f, delimiter="\t")}
@@ -96,9 +105,9 @@ def main() -> None:
         (args.output / "cpu_fp32_reference.json").write_text(json.dumps(report["cpu_fp32"], indent=1) + "\n")
         return
 
-    for dtype in args.dtypes.split(","):
+    for dtype in [] if args.skip_check else args.dtypes.split(","):
         t = time.perf_counter()
-        gpu = mw.load_model(args.model, device="gpu", dtype=dtype)
+        gpu = mw.load_model(args.model, device=args.device, dtype=dtype)
         entry = {"load_and_compile_s": time.perf_counter() - t,
                  "compile_s_per_graph": dict(gpu.graphs.timings.compile)}
         tokens = clip_tokens(gpu, args.speech, clips)
@@ -112,8 +121,14 @@ def main() -> None:
         del gpu
 
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    if not args.skip_check:
+        (args.output / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+    if args.bench:
+        cmd = [sys.executable, "-m", "max_whisper.cli", "bench", str(args.speech / "lecture.flac"),
+               "--backends", "reference,hybrid,max", "--devices", args.device, "--runs", "5",
+               "--dtype", args.dtypes.split(",")[0], "--output", str(args.output / "bench")]
+        sys.exit(subprocess.run(cmd).returncode)
 
 
 if __name__ == "__main__":
