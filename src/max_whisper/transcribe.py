@@ -43,9 +43,9 @@ def transcribe(
     and gives no segment. Whisper, openai-whisper's included, writes text such as "you" for
     digital silence; no audible speech is this quiet. None turns this off (openai-whisper's behaviour).
 
-    `batch_size`: decode fixed 30 s windows this many at a time, without conditioning on previous
-    text (throughput mode, like faster-whisper's batched pipeline); None: openai-whisper's sequential
-    seeking loop.
+    `batch_size`: decode windows of at most 30 s, cut in pauses, this many at a time, without
+    conditioning on previous text (throughput mode, like faster-whisper's batched pipeline);
+    None: openai-whisper's sequential seeking loop.
 
     `on_progress(done_seconds, total_seconds)` is called after each window.
     """
