@@ -125,3 +125,23 @@ def test_bad_options_exit_nonzero(argv, capsys):
 def test_unknown_language_is_an_error(capsys):
     assert cli.main(["transcribe", "--sample", "--language", "klingon"]) == 2
     assert "unsupported language 'klingon'" in capsys.readouterr().err
+
+
+def test_lecture_through_the_cli_matches_openai_wer(speech, tmp_path, capsys, use_tiny, tiny_ref):
+    import json
+
+    import jiwer
+    import whisper
+    from whisper.normalizers import EnglishTextNormalizer
+
+    from conftest import references
+    from max_whisper import load_audio
+
+    code = cli.main(["transcribe", str(speech / "lecture.flac"), "--output-dir", str(tmp_path), "--output-format", "json"])
+    assert code == 0, capsys.readouterr().err
+    ours = json.loads((tmp_path / "lecture.json").read_text())
+    theirs = whisper.transcribe(tiny_ref, load_audio(speech / "lecture.flac"), fp16=False)
+    norm, ref = EnglishTextNormalizer(), references()["lecture.flac"]
+    ours_wer, theirs_wer = (100 * jiwer.wer(norm(ref), norm(r["text"])) for r in (ours, theirs))
+    assert abs(ours_wer - theirs_wer) <= 1.0
+    assert ours["segments"][-1]["end"] > 121.0
