@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,8 @@ def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -
     Returns float32 (n_mels, n_frames) with n_frames = (len(audio) + padding) // 160.
     """
     features = LogMelFeatures(audio, n_mels, padding)
-    return features.window(0, features.n_frames)
+    log_spec = features.log_power(0, features.n_frames)
+    return _log_scale(log_spec, float(log_spec.max()))  # one STFT pass: the clamp comes from these frames
 
 
 class LogMelFeatures:
@@ -150,10 +151,12 @@ class LogMelFeatures:
             audio = np.pad(audio, (0, N_FFT // 2 + 1 - audio.size))
         self.audio, self.n_mels, self.padding = audio, n_mels, padding
         self.n_frames = (audio.size + padding) // HOP_LENGTH
-        self.log_max = max(
-            float(np.log10(np.maximum(self._mel(i, min(self.CHUNK_FRAMES, self.n_frames - i)), 1e-10)).max())
-            for i in range(0, self.n_frames, self.CHUNK_FRAMES)
-        )
+
+    @cached_property
+    def log_max(self) -> float:
+        """The loudest log-mel bin of the whole recording, found block by block."""
+        return max(float(self.log_power(i, min(self.CHUNK_FRAMES, self.n_frames - i)).max())
+                   for i in range(0, self.n_frames, self.CHUNK_FRAMES))
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of the centred signal: the audio, then `padding` zeros, both
@@ -167,13 +170,15 @@ class LogMelFeatures:
         out[inside] = self.audio[idx[inside]]
         return out
 
-    def _mel(self, start: int, n: int) -> np.ndarray:
+    def log_power(self, start: int, n: int) -> np.ndarray:
+        """log10 mel power of frames [start, start + n), before the clamp."""
         first = start * HOP_LENGTH
-        return _power_mel(self._samples(first, first + (n - 1) * HOP_LENGTH + N_FFT), self.n_mels)
+        mel = _power_mel(self._samples(first, first + (n - 1) * HOP_LENGTH + N_FFT), self.n_mels)
+        return np.log10(np.maximum(mel, 1e-10))
 
     def window(self, start: int, n: int) -> np.ndarray:
         """Log-mel frames [start, start + n), float32 (n_mels, n)."""
         n = max(0, min(n, self.n_frames - start))
         if n == 0:
             return np.zeros((self.n_mels, 0), np.float32)
-        return _log_scale(np.log10(np.maximum(self._mel(start, n), 1e-10)), self.log_max)
+        return _log_scale(self.log_power(start, n), self.log_max)
