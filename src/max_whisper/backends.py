@@ -132,7 +132,6 @@ class FasterWhisperModel:
             raise WhisperError(f"unknown device '{device}': use cpu or gpu")
         self.compute_type = compute_type or ("float16" if device == "gpu" else "float32")
         folder = ct2_folder(name)
-        self.dims = load_checkpoint(name).dims
         self.model = WhisperModel(str(folder), device="cuda" if device == "gpu" else "cpu",
                                   compute_type=self.compute_type)
 
