@@ -122,15 +122,15 @@ def ct2_folder(name_or_path: str | Path) -> Path:
     if name == "tiny.en":
         return _package_dir(PACKAGED_MODELS[name][0], name) / "model"
     if name == "base":
-        dirs = [_package_dir(d, name) / "data" for d in PACKAGED_MODELS[name]]
+        data_dir, parts = _base_parts()
         folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "max-whisper" / "base-ct2"
         if not (folder / "model.bin").is_file():
             folder.mkdir(parents=True, exist_ok=True)
             for f in ("config.json", "tokenizer.json", "vocabulary.txt"):
-                shutil.copy(dirs[0] / f, folder / f)
+                shutil.copy(data_dir / f, folder / f)
             tmp = folder / "model.bin.part"
             with open(tmp, "wb") as out:
-                for part in (dirs[0] / "model.bin.part1", dirs[1] / "model.bin.part2"):
+                for part in parts:
                     out.write(part.read_bytes())
             os.replace(tmp, folder / "model.bin")
         return folder
@@ -140,19 +140,22 @@ def ct2_folder(name_or_path: str | Path) -> Path:
     raise WhisperError(f"{name}: not a CTranslate2 model folder (needs model.bin); faster-whisper reads only that format")
 
 
-def _load_packaged(name: str) -> Checkpoint:
-    dists = PACKAGED_MODELS[name]
-    dirs = [_package_dir(d, name) for d in dists]
-    if name == "tiny.en":
-        return load_ct2(dirs[0] / "model")
-    # base ships model.bin split in two packages
-    data_dirs = [d / "data" for d in dirs]
+def _base_parts() -> tuple[Path, list[Path]]:
+    """base ships model.bin split in two packages: the folder with its config, and the two halves."""
+    dists = PACKAGED_MODELS["base"]
+    data_dirs = [_package_dir(d, "base") / "data" for d in dists]
     parts = [data_dirs[0] / "model.bin.part1", data_dirs[1] / "model.bin.part2"]
     for p in parts:
         if not p.is_file():
-            raise WhisperError(f"model '{name}': {p} is missing; reinstall {', '.join(dists)}")
-    blob = b"".join(p.read_bytes() for p in parts)
-    return load_ct2(data_dirs[0], model_bytes=blob)
+            raise WhisperError(f"model 'base': {p} is missing; reinstall {', '.join(dists)}")
+    return data_dirs[0], parts
+
+
+def _load_packaged(name: str) -> Checkpoint:
+    if name == "tiny.en":
+        return load_ct2(_package_dir(PACKAGED_MODELS[name][0], name) / "model")
+    data_dir, parts = _base_parts()
+    return load_ct2(data_dir, model_bytes=b"".join(p.read_bytes() for p in parts))
 
 
 # --- CTranslate2 -----------------------------------------------------------
