@@ -328,11 +328,7 @@ class DecoderState:
 
 def _cast(array: np.ndarray, dtype: DType) -> np.ndarray:
     """A fresh, aligned copy: checkpoint arrays can be views at odd offsets of a file buffer."""
-    if dtype == DType.float32:
-        return np.array(array, dtype=np.float32, order="C", copy=True)
-    if dtype == DType.float16:
-        return np.array(array, dtype=np.float16, order="C", copy=True)
-    raise WhisperError(f"dtype {dtype} is not supported yet")
+    return np.array(array, dtype=dtype.to_numpy(), order="C", copy=True)
 
 
 def _to_float32(array: np.ndarray) -> np.ndarray:
