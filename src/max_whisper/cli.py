@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--temperature", type=_temperature, default=None,
                    help="one sampling temperature (default: 0, falling back to 0.2 .. 1.0 on failure)")
     t.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="throughput mode: decode this many 30 s windows at once, without conditioning on "
+                   help="throughput mode: decode this many windows (<= 30 s, cut in pauses) at once, without conditioning on "
                         "previous text (default: openai-whisper's sequential loop)")
     t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
