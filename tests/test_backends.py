@@ -1,4 +1,4 @@
-"""The four backends behind one interface, and the benchmark that compares them."""
+"""The backends behind one interface, and the benchmark that compares them."""
 
 from __future__ import annotations
 
@@ -64,6 +64,14 @@ def test_faster_whisper_backend(jfk):
     result = model.transcribe(jfk, temperature=0.0)
     assert "ask not what your country can do for you" in result["text"]
     assert result["language"] == "en" and result["segments"][0]["start"] == 0.0
+    assert model.max_graph_seconds() == 0.0
+
+
+def test_transformers_backend(jfk):
+    model = mw.load_model("tiny.en", backend="transformers")
+    result = model.transcribe(jfk, temperature=0.0)
+    assert "ask not what your country can do for you" in result["text"]
+    assert result["segments"][0]["start"] == 0.0 and result["segments"][-1]["end"] == pytest.approx(11.0, abs=1.0)
     assert model.max_graph_seconds() == 0.0
 
 

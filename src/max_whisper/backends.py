@@ -4,7 +4,9 @@
 - `hybrid`: the MAX encoder graph inside openai-whisper's PyTorch decoder and decoding loop
   (the reference encoder is never built or run);
 - `reference`: openai-whisper on PyTorch, CPU or CUDA (extra `reference`);
-- `faster-whisper`: CTranslate2 through faster-whisper, the strongest peer (extra `peers`).
+- `faster-whisper`: CTranslate2 through faster-whisper, the strongest CPU peer (extra `peers`);
+- `transformers`: Hugging Face transformers' chunked pipeline, every 30 s chunk of a file in one
+  batch (fp16 on CUDA), the usual batched GPU peer (extra `peers`).
 
 Each `load_model(..., backend=...)` returns an object with `transcribe(audio, **options)` giving
 openai-whisper's result dict, and `max_graph_seconds()`, the time spent inside MAX graphs so far.
@@ -19,7 +21,7 @@ import numpy as np
 from .errors import WhisperError
 from .weights import Checkpoint, ct2_folder, load_checkpoint
 
-BACKENDS = ("max", "hybrid", "reference", "faster-whisper")
+BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers")
 
 
 def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "float32"):
@@ -32,6 +34,8 @@ def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str =
         return (HybridModel if backend == "hybrid" else ReferenceModel)(load_checkpoint(name), device)
     if backend == "faster-whisper":
         return FasterWhisperModel(name, device)
+    if backend == "transformers":
+        return TransformersModel(load_checkpoint(name), device)
     raise WhisperError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
 
 
@@ -149,6 +153,84 @@ class FasterWhisperModel:
                 "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
                for i, s in enumerate(segments)]
         return {"text": "".join(s["text"] for s in out), "segments": out, "language": info.language}
+
+    def max_graph_seconds(self) -> float:
+        return 0.0
+
+
+class TransformersModel:
+    """Hugging Face transformers' speech-recognition pipeline on our weights: audio cut into 30 s
+    chunks with 5 s strides, all chunks of a file decoded in one batch (greedy), texts merged."""
+
+    backend = "transformers"
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu"):
+        torch, _ = _import_reference()
+        try:
+            import transformers
+        except ImportError:
+            raise WhisperError("the transformers backend needs transformers: pip install 'max-whisper[peers]'") from None
+        from .tokenizer import get_tokenizer
+        from .weights import hf_name_to_openai
+
+        if ckpt.tokenizer_file is None:
+            raise WhisperError(f"{ckpt.source}: the transformers backend needs tokenizer.json")
+        self.checkpoint, self.dims, self.device = ckpt, ckpt.dims, device
+        torch_device = _torch_device(torch, device)
+        dtype = torch.float16 if torch_device == "cuda" else torch.float32
+        d = ckpt.dims
+        config = transformers.WhisperConfig(
+            vocab_size=d.n_vocab, num_mel_bins=d.n_mels, d_model=d.n_audio_state,
+            encoder_layers=d.n_audio_layer, encoder_attention_heads=d.n_audio_head,
+            decoder_layers=d.n_text_layer, decoder_attention_heads=d.n_text_head,
+            encoder_ffn_dim=4 * d.n_audio_state, decoder_ffn_dim=4 * d.n_text_state,
+            max_source_positions=d.n_audio_ctx, max_target_positions=d.n_text_ctx)
+        model = transformers.WhisperForConditionalGeneration(config)
+        state = {}
+        for name in model.state_dict():
+            source = hf_name_to_openai(name)
+            if source is not None:
+                state[name] = torch.from_numpy(np.asarray(ckpt.state[source], np.float32))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not n.startswith("proj_out.") for n in missing):
+            raise WhisperError(f"{ckpt.source}: weights don't fit transformers' Whisper ({missing + unexpected})")
+        model.tie_weights()
+        tok = get_tokenizer(ckpt.tokenizer_file, d.is_multilingual, d.num_languages)
+        model.generation_config = self._generation_config(transformers, tok, d)
+        self.model = model.to(device=torch_device, dtype=dtype).eval()
+        self.pipe = transformers.pipeline(
+            "automatic-speech-recognition", model=self.model, device=torch_device, dtype=dtype,
+            tokenizer=transformers.WhisperTokenizerFast(tokenizer_file=str(ckpt.tokenizer_file),
+                                                         pad_token="<|endoftext|>"),
+            feature_extractor=transformers.WhisperFeatureExtractor(feature_size=d.n_mels),
+            chunk_length_s=30)
+
+    @staticmethod
+    def _generation_config(transformers, tok, dims):
+        """What openai's generation_config.json holds, from the tokenizer (we ship no HF config)."""
+        config = transformers.GenerationConfig(
+            decoder_start_token_id=tok.sot, bos_token_id=tok.eot, eos_token_id=tok.eot, pad_token_id=tok.eot,
+            no_timestamps_token_id=tok.no_timestamps, prev_sot_token_id=tok.sot_prev,
+            begin_suppress_tokens=tok.encode(" ") + [tok.eot], suppress_tokens=list(tok.non_speech_tokens),
+            max_initial_timestamp_index=50, max_length=dims.n_text_ctx, is_multilingual=dims.is_multilingual)
+        if dims.is_multilingual:
+            config.lang_to_id = {f"<|{c}|>": tok.to_language_token(c) for c in tok.language_codes}
+            config.task_to_id = {"transcribe": tok.transcribe, "translate": tok.translate}
+        return config
+
+    def transcribe(self, audio, **options) -> dict:
+        from .audio import SAMPLE_RATE, load_audio
+
+        samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32)
+        n_chunks = max(1, int(np.ceil(len(samples) / SAMPLE_RATE / 20)))  # 30 s chunks advance 20 s
+        kwargs = {}
+        if self.dims.is_multilingual:
+            kwargs.update(language=options.get("language"), task=options.get("task", "transcribe"))
+        out = self.pipe({"raw": samples, "sampling_rate": SAMPLE_RATE}, batch_size=n_chunks,
+                        return_timestamps=not options.get("without_timestamps", False), generate_kwargs=kwargs)
+        segments = [{"id": i, "start": c["timestamp"][0], "end": c["timestamp"][1], "text": c["text"]}
+                    for i, c in enumerate(out.get("chunks", []))]
+        return {"text": out["text"], "segments": segments, "language": options.get("language") or "en"}
 
     def max_graph_seconds(self) -> float:
         return 0.0

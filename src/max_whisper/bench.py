@@ -36,13 +36,15 @@ def add_bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="compare backends on the same audio: time, memory, transcript quality")
     b.add_argument("audio", nargs="+", type=Path, help="audio files (all are transcribed in every run)")
     b.add_argument("--backends", default="reference,hybrid,max,faster-whisper",
-                   help="comma-separated: max, hybrid, reference, faster-whisper")
+                   help="comma-separated: max, hybrid, reference, faster-whisper, transformers")
     b.add_argument("--devices", default="cpu", help="comma-separated: cpu, gpu")
     b.add_argument("--model", default="tiny.en")
     b.add_argument("--runs", type=int, default=5, help="timed runs per backend (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     b.add_argument("--beam-size", type=int, default=None, help="beam search (default: greedy)")
     b.add_argument("--dtype", default=None, help="MAX dtype on the GPU (default float32)")
+    b.add_argument("--batch-size", type=int, default=None,
+                   help="also time the max backend's throughput mode with this many windows per batch")
     b.add_argument("--refs", type=Path, default=None,
                    help="reference transcripts, TSV with columns file and reference (default: refs.tsv "
                         "beside the first audio file, if there is one)")
@@ -70,6 +72,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise WhisperError("--devices gpu: MAX finds no GPU on this machine")
     if args.runs < 1 or args.warmup < 0:
         raise WhisperError("--runs must be at least 1 and --warmup at least 0")
+    if args.batch_size is not None and (args.batch_size < 1 or "max" not in backends):
+        raise WhisperError("--batch-size must be at least 1 and needs the max backend")
     audio = [p.resolve() for p in args.audio]
     for p in audio:
         if not p.is_file():
@@ -79,11 +83,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     for device in devices:
         for backend in backends:
-            config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
-                      "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
-                      "dtype": args.dtype if device == "gpu" and args.dtype else "float32"}
-            print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
-            rows.append(_run_worker(config))
+            for batch_size in [None] + ([args.batch_size] if backend == "max" and args.batch_size else []):
+                config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
+                          "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
+                          "batch_size": batch_size, "dtype": args.dtype if device == "gpu" and args.dtype else "float32"}
+                print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
+                rows.append(_run_worker(config))
     report = _report(rows, refs, audio, args)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -120,6 +125,8 @@ def _worker(config: dict) -> int:
     model = load_model(config["model"], device=config["device"], backend=config["backend"], dtype=config["dtype"])
     load_s = time.perf_counter() - start
     options = {"temperature": 0.0, "beam_size": config["beam_size"]}
+    if config.get("batch_size"):
+        options["batch_size"] = config["batch_size"]
     for _ in range(config["warmup"]):
         for a in audio:
             model.transcribe(a, **options)
@@ -241,7 +248,8 @@ def _machine() -> dict:
     return info
 
 
-COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("load_s", "load+compile s", "{:.1f}"),
+COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("batch_size", "batch", "{}"),
+           ("load_s", "load+compile s", "{:.1f}"),
            ("median_s", "median s", "{:.3f}"), ("min_s", "min s", "{:.3f}"), ("realtime_x", "x real time", "{:.1f}"),
            ("speedup_vs_cpu_reference", "speedup vs CPU ref", "{:.2f}x"), ("max_graph_median_s", "in MAX graphs s", "{:.3f}"),
            ("other_median_s", "rest s", "{:.3f}"), ("peak_rss_mib", "peak RSS MiB", "{:.0f}"),
@@ -259,7 +267,8 @@ def markdown(report: dict) -> str:
              "|" + " --- |" * len(COLUMNS)]
     for r in report["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['backend']} | {r['device']} | failed: {r['error']} |" + " |" * (len(COLUMNS) - 3))
+            lines.append(f"| {r['backend']} | {r['device']} | {r.get('batch_size')} | failed: {r['error']} |"
+                         + " |" * (len(COLUMNS) - 4))
             continue
         cells = []
         for key, _, fmt in COLUMNS:
@@ -278,7 +287,7 @@ def _chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["rows"] if not r.get("error")]
-    labels = [f"{r['backend']}\n{r['device']}" for r in rows]
+    labels = [f"{r['backend']}\n{r['device']}" + (f" b{r['batch_size']}" if r.get("batch_size") else "") for r in rows]
     graph = [r["max_graph_median_s"] for r in rows]
     other = [r["other_median_s"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.5))
