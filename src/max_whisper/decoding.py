@@ -105,23 +105,34 @@ class ApplyTimestampRules:
         self.sample_begin = sample_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
 
+    def bounds(self, row: np.ndarray, vocab: int) -> tuple[bool, int, int]:
+        """For one row of tokens, after the first step: is text allowed next, and the range
+        [lo, hi) of allowed timestamp tokens."""
+        ts_begin = self.tok.timestamp_begin
+        sampled = row[self.sample_begin:]
+        last_was_ts = len(sampled) >= 1 and sampled[-1] >= ts_begin
+        penultimate_was_ts = len(sampled) < 2 or sampled[-2] >= ts_begin
+        text_ok, lo, hi = True, ts_begin, vocab
+        if last_was_ts:
+            if penultimate_was_ts:
+                lo = hi = vocab  # a pair is complete: text or end of text must follow
+            else:
+                text_ok = False  # an open pair: a timestamp or end of text must follow
+        timestamps = sampled[sampled >= ts_begin]
+        if timestamps.size > 0:
+            # never go back in time; a segment has nonzero length
+            lo = max(lo, timestamps[-1] if last_was_ts and not penultimate_was_ts else timestamps[-1] + 1)
+        return text_ok, int(lo), int(hi)
+
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
         ts_begin, eot = self.tok.timestamp_begin, self.tok.eot
         logits[:, self.tok.no_timestamps] = -np.inf
         for k in range(tokens.shape[0]):
-            sampled = tokens[k, self.sample_begin:]
-            last_was_ts = len(sampled) >= 1 and sampled[-1] >= ts_begin
-            penultimate_was_ts = len(sampled) < 2 or sampled[-2] >= ts_begin
-            if last_was_ts:
-                if penultimate_was_ts:
-                    logits[k, ts_begin:] = -np.inf
-                else:
-                    logits[k, :eot] = -np.inf
-            timestamps = sampled[sampled >= ts_begin]
-            if timestamps.size > 0:
-                # never go back in time; a segment has nonzero length
-                last = timestamps[-1] if last_was_ts and not penultimate_was_ts else timestamps[-1] + 1
-                logits[k, ts_begin:last] = -np.inf
+            text_ok, lo, hi = self.bounds(tokens[k], logits.shape[1])
+            if not text_ok:
+                logits[k, :eot] = -np.inf
+            logits[k, ts_begin:min(lo, hi)] = -np.inf
+            logits[k, hi:] = -np.inf
         if tokens.shape[1] == self.sample_begin:
             logits[:, :ts_begin] = -np.inf
             if self.max_initial_timestamp_index is not None:
@@ -145,10 +156,15 @@ class GreedyDecoder:
             next_tokens = logits.argmax(axis=-1)
         else:
             next_tokens = np.array([self.rng.choice(p.size, p=p) for p in _softmax(logits / self.temperature)])
-        rows = np.arange(len(next_tokens))
+        chosen = logprobs[np.arange(len(next_tokens)), next_tokens]
+        return self.append(tokens, next_tokens, chosen, sum_logprobs)
+
+    def append(self, tokens: np.ndarray, next_tokens: np.ndarray, logprobs: np.ndarray,
+               sum_logprobs: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Add chosen tokens (end of text once a row has ended) and their log probabilities."""
         not_done = tokens[:, -1] != self.eot
-        sum_logprobs += logprobs[rows, next_tokens] * not_done
-        next_tokens[~not_done] = self.eot
+        sum_logprobs += logprobs * not_done
+        next_tokens = np.where(not_done, next_tokens, self.eot)
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=-1)
         return tokens, bool((tokens[:, -1] == self.eot).all())
 
@@ -348,20 +364,51 @@ class DecodingTask:
         n_batch = tokens.shape[0]
         sum_logprobs = np.zeros(n_batch, np.float32)
         no_speech = [np.nan] * n_batch
+        on_device = self._greedy_on_device(state)
         for i in range(self.sample_len):
             if i == 0:
                 both = state.step(tokens, [self.sot_index, tokens.shape[1] - 1])
                 no_speech = _softmax(both[:, 0])[:, self.tokenizer.no_speech].tolist()
-                logits = both[:, 1]
+                logits = np.array(both[:, 1], dtype=np.float32)
+            elif on_device:
+                next_tokens, logprobs = state.step_greedy(tokens[:, -1:], self._rules(tokens))
+                tokens, completed = self.decoder.append(tokens, next_tokens, logprobs, sum_logprobs)
+                if completed or tokens.shape[-1] > self.n_ctx:
+                    break
+                continue
             else:
-                logits = state.step(tokens[:, -1:])[:, 0]
-            logits = np.array(logits, dtype=np.float32)
+                logits = np.array(state.step(tokens[:, -1:])[:, 0], dtype=np.float32)
             for f in self.filters:
                 f.apply(logits, tokens)
             tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, state)
             if completed or tokens.shape[-1] > self.n_ctx:
                 break
         return tokens, sum_logprobs, no_speech
+
+    def _greedy_on_device(self, state: DecoderState) -> bool:
+        """Greedy decoding after the first step chooses tokens inside the decoder graph, with the
+        same rules as the filters here (the first step's extra rules run on the host), so that
+        only the chosen tokens come back to the host."""
+        if not isinstance(self.decoder, GreedyDecoder) or self.decoder.temperature != 0:
+            return False
+        suppressed = set()
+        for f in self.filters:
+            if isinstance(f, SuppressTokens):
+                suppressed.update(f.ids)
+            elif isinstance(f, ApplyTimestampRules):
+                suppressed.add(self.tokenizer.no_timestamps)
+        state.suppress = self.model.graphs.suppression(tuple(sorted(suppressed)))
+        return True
+
+    def _rules(self, tokens: np.ndarray) -> np.ndarray:
+        """Each row's token rules for the decoder graph (model.RULE_COLUMNS)."""
+        tok, vocab = self.tokenizer, self.model.dims.n_vocab
+        timestamps = next((f for f in self.filters if isinstance(f, ApplyTimestampRules)), None)
+        rules = np.empty((tokens.shape[0], 6), np.int64)
+        for k, row in enumerate(tokens):
+            text_ok, lo, hi = timestamps.bounds(row, vocab) if timestamps else (True, tok.timestamp_begin, vocab)
+            rules[k] = (tok.eot if text_ok else 0, tok.eot, tok.timestamp_begin, lo, hi, timestamps is not None)
+        return rules
 
 
 def decode(model: WhisperModel, mel: np.ndarray, options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:

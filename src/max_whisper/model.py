@@ -7,9 +7,11 @@ Graphs (one compiled model each, reused for every call; batch and length are sym
 - encoder:  mel [batch, n_mels, 3000] -> audio features [batch, 1500, d]
 - cross_kv: features [n_audio, 1500, d], rows [batch] -> keys, values [layer, batch, head, 1500, d_head]
             (`rows` picks the audio for each decoding row, so beams share one encoding)
-- decoder:  tokens [batch, seq], offset, logit positions [n_pos], cross keys/values and one
-            self-attention cache buffer pair per layer [batch, 448, d], written in place
-            -> logits [batch, n_pos, vocab]
+- decoder:  tokens [batch, seq], offset, logit positions [n_pos], suppression mask [vocab],
+            token rules [batch, 6], cross keys/values and one self-attention cache buffer pair per
+            layer [batch, 448, d], written in place
+            -> logits [batch, n_pos, vocab], greedy choice [batch, 2] (token, log probability)
+            at the last position; greedy decoding copies only the choice to the host
 - reorder:  gathers the cache buffers' rows by beam index (beam search).
 """
 
@@ -146,11 +148,13 @@ def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: 
         TensorType(DType.int64, ["batch", "seq"], device),  # tokens
         TensorType(DType.int64, [], DeviceRef.CPU()),  # offset: tokens already in the cache
         TensorType(DType.int64, ["n_pos"], device),  # positions whose logits are returned
+        TensorType(DType.float32, [dims.n_vocab], device),  # suppression: 0 or -inf per token
+        TensorType(DType.int64, ["batch", len(RULE_COLUMNS)], device),  # token rules, see greedy_choice
         cross, cross,
     ] + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
     with Graph("whisper_decoder", input_types=inputs) as g:
-        tokens, offset, logit_pos, cross_k, cross_v = (v.tensor for v in g.inputs[:5])
-        caches = [v.buffer for v in g.inputs[5:]]
+        tokens, offset, logit_pos, suppress, rules, cross_k, cross_v = (v.tensor for v in g.inputs[:7])
+        caches = [v.buffer for v in g.inputs[7:]]
         seq = tokens.shape[1]
         n_seq = ops.shape_to_tensor([seq]).reshape([])
         end = offset + ops.cast(n_seq, DType.int64)
@@ -175,8 +179,44 @@ def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: 
             x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i])))
             x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
         x = layer_norm(w, "decoder.ln", ops.gather(x, logit_pos, axis=1))
-        g.output(x @ ops.transpose(w("decoder.token_embedding.weight"), 0, 1))
+        logits = x @ ops.transpose(w("decoder.token_embedding.weight"), 0, 1)
+        g.output(logits, greedy_choice(ops.cast(logits[:, -1, :], DType.float32), suppress, rules))
     return g
+
+
+# Per decoding row, the tokens allowed at the next step are [0, text_end) (text, unless a timestamp
+# must come), [eot, ts_begin) (end of text and other specials), and [ts_lo, ts_hi) (timestamps not
+# going back in time), minus the suppression mask; ts_rule 1 makes timestamps win when their summed
+# probability beats every text token's (openai-whisper's ApplyTimestampRules).
+RULE_COLUMNS = ("text_end", "eot", "ts_begin", "ts_lo", "ts_hi", "ts_rule")
+
+
+def greedy_choice(logits: TensorValue, suppress: TensorValue, rules: TensorValue) -> TensorValue:
+    """[batch, vocab] float32 logits -> [batch, 2]: the most likely allowed token and its log probability."""
+    device = logits.device
+    vocab = ops.range(0, logits.shape[1], 1, out_dim=logits.shape[1], dtype=DType.int64, device=device)
+    idx = ops.unsqueeze(vocab, 0)
+    text_end, eot, ts_begin, ts_lo, ts_hi, ts_rule = (rules[:, i:i + 1] for i in range(len(RULE_COLUMNS)))
+    allowed = ops.logical_or(ops.logical_or(idx < text_end, ops.logical_and(idx >= eot, idx < ts_begin)),
+                             ops.logical_and(idx >= ts_lo, idx < ts_hi))
+    neg_inf = ops.constant(-np.inf, DType.float32, device)
+    masked = ops.where(allowed, logits + suppress, neg_inf)
+    logprobs = ops.logsoftmax(masked)
+    is_text = idx < ts_begin
+    ts_mass = _logsumexp(ops.where(is_text, neg_inf, logprobs))
+    text_best = ops.max(ops.where(is_text, logprobs, neg_inf), axis=-1)
+    drop_text = ops.logical_and(ts_rule > 0, ts_mass > text_best)
+    final = ops.where(ops.logical_and(drop_text, is_text), neg_inf, masked)
+    token = ops.argmax(final, axis=-1)
+    logprob = ops.gather_nd(ops.logsoftmax(final), token, batch_dims=1)
+    return ops.concat([ops.cast(token, DType.float32), ops.unsqueeze(logprob, 1)], axis=1)
+
+
+def _logsumexp(x: TensorValue) -> TensorValue:
+    """Over the last axis, keeping it; -inf when every entry is -inf."""
+    m = ops.max(x, axis=-1)
+    m = ops.where(ops.is_inf(m), ops.constant(0.0, DType.float32, x.device), m)
+    return m + ops.log(ops.sum(ops.exp(x - m), axis=-1))
 
 
 def causal_mask(offset: TensorValue, end: TensorValue, positions: TensorValue,
@@ -291,17 +331,24 @@ class WhisperGraphs:
         batch = len(rows)
         shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
         caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
-        return DecoderState(self, keys, values, caches)
+        return DecoderState(self, keys, values, caches, self.suppression(()))
+
+    def suppression(self, token_ids: tuple[int, ...]) -> driver.Buffer:
+        """The decoder's suppression mask input (-inf at `token_ids`), on the device."""
+        mask = np.zeros(self.dims.n_vocab, np.float32)
+        mask[list(token_ids)] = -np.inf
+        return self.to_device(mask)
 
 
 @dataclass
 class DecoderState:
-    """One decoding run's device state: cross keys/values and the self-attention cache."""
+    """One decoding run's device state: cross keys/values, the self-attention cache, the suppression mask."""
 
     graphs: WhisperGraphs
     cross_k: driver.Buffer
     cross_v: driver.Buffer
     caches: list[driver.Buffer]
+    suppress: driver.Buffer
     offset: int = 0
 
     def step(self, tokens: np.ndarray, logit_positions: list[int] | None = None) -> np.ndarray:
@@ -309,16 +356,29 @@ class DecoderState:
 
         By default only the last position's logits are computed.
         """
+        open_rules = np.tile(np.array([self.graphs.dims.n_vocab, 0, 0, 0, 0, 0], np.int64), (len(tokens), 1))
+        logits, _ = self._execute(tokens, logit_positions, open_rules)
+        return self.graphs.to_host(logits)
+
+    def step_greedy(self, tokens: np.ndarray, rules: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed new tokens [batch, seq]; choose each row's next token on the device under `rules`
+        [batch, len(RULE_COLUMNS)] and the suppression mask. Returns tokens and their log probabilities."""
+        _, choice = self._execute(tokens, None, rules)
+        choice = self.graphs.to_host(choice)
+        return choice[:, 0].astype(np.int64), choice[:, 1]
+
+    def _execute(self, tokens: np.ndarray, logit_positions: list[int] | None, rules: np.ndarray):
         g = self.graphs
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         if self.offset + tokens.shape[1] > g.dims.n_text_ctx:
             raise WhisperError(f"decoder context of {g.dims.n_text_ctx} tokens exceeded")
         positions = np.asarray(logit_positions if logit_positions is not None else [tokens.shape[1] - 1], np.int64)
         offset = driver.Buffer.from_numpy(np.array(self.offset, dtype=np.int64))
-        (logits,) = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.to_device(positions),
-                           self.cross_k, self.cross_v, *self.caches)
+        logits, choice = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.to_device(positions),
+                                self.suppress, g.to_device(rules.astype(np.int64)),
+                                self.cross_k, self.cross_v, *self.caches)
         self.offset += tokens.shape[1]
-        return g.to_host(logits)
+        return logits, choice
 
     def reorder(self, source_rows: np.ndarray) -> None:
         """Beam search: row i of the cache becomes row source_rows[i]."""
