@@ -54,11 +54,16 @@ def steady_state(model, lecture: np.ndarray) -> dict:
         enc.append(time.perf_counter() - t)
     state = g.start_decoding(features, np.array([0]))
     state.step(np.array([[50257, 50362]]))
-    step = []
-    for _ in range(200):
+    step, greedy = [], []
+    for _ in range(100):
         t = time.perf_counter()
-        state.step(np.array([[262]]))
+        state.step(np.array([[262]]))  # logits to the host
         step.append(time.perf_counter() - t)
+    rules = np.array([[50256, 50256, 50363, 50363, 51864, 1]])
+    for _ in range(100):
+        t = time.perf_counter()
+        state.step_greedy(np.array([[262]]), rules)  # only the chosen token to the host
+        greedy.append(time.perf_counter() - t)
     model.transcribe(lecture, temperature=0.0)  # warm-up
     g0, t0 = model.max_graph_seconds(), time.perf_counter()
     result = model.transcribe(lecture, temperature=0.0)
@@ -67,6 +72,7 @@ def steady_state(model, lecture: np.ndarray) -> dict:
     calls = dict(g.timings.calls)
     return {"encoder_window_ms_median": 1000 * statistics.median(enc),
             "decoder_step_ms_median": 1000 * statistics.median(step),
+            "decoder_greedy_step_ms_median": 1000 * statistics.median(greedy),
             "lecture_wall_s": wall, "lecture_in_max_graphs_s": graph, "lecture_rest_s": wall - graph,
             "graph_calls_total": calls, "lecture_text": result["text"]}
 
