@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,13 +22,7 @@ TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50 audio tokens a seco
 
 
 def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode any audio file PyAV (FFmpeg) reads to mono float32 at `sr` Hz.
-
-    Samples pass through signed 16-bit as in openai-whisper's ffmpeg pipe, so both
-    front ends see the same numbers.
-    """
-    import av
-
+    """Decode any audio file PyAV (FFmpeg) reads to mono float32 at `sr` Hz."""
     path = Path(path)
     if not path.exists():
         raise WhisperError(f"{path}: no such file")
@@ -35,11 +30,22 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise WhisperError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise WhisperError(f"{path}: empty file (0 bytes)")
+    return decode_audio(str(path), str(path), sr)
+
+
+def decode_audio(source: str | BinaryIO, name: str, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode a file path or a binary file object to mono float32 at `sr` Hz; errors name `name`.
+
+    Samples pass through signed 16-bit as in openai-whisper's ffmpeg pipe, so both
+    front ends see the same numbers.
+    """
+    import av
+
     chunks: list[np.ndarray] = []
     try:
-        with av.open(str(path)) as container:
+        with av.open(source) as container:
             if not container.streams.audio:
-                raise WhisperError(f"{path}: no audio stream in this file")
+                raise WhisperError(f"{name}: no audio stream in this file")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
             for frame in container.decode(stream):
@@ -50,9 +56,9 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     except WhisperError:
         raise
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise WhisperError(f"{path}: not a readable audio file ({first_line(e)})") from None
+        raise WhisperError(f"{name}: not a readable audio file ({first_line(e)})") from None
     if not chunks or sum(c.size for c in chunks) == 0:
-        raise WhisperError(f"{path}: decodes to no audio samples")
+        raise WhisperError(f"{name}: decodes to no audio samples")
     return np.concatenate(chunks).astype(np.float32) / 32768.0
 
 

@@ -54,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
     add_bench_parser(sub)
+    v = sub.add_parser("serve", help="serve the OpenAI audio API (transcriptions, translations) over HTTP")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
+    v.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    v.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    v.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25)")
+    v.add_argument("--max-batch", type=_positive_int, default=8,
+                   help="most 30 s windows, from concurrent requests, decoded together (default 8)")
+    v.add_argument("--max-queue", type=_positive_int, default=64,
+                   help="most requests in progress at once; more get 503 with Retry-After (default 64)")
     return parser
 
 
@@ -163,10 +174,25 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .backends import load_model
+    from .server import ServerOptions, serve
+
+    if args.max_upload_mb <= 0:
+        raise WhisperError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    start = time.perf_counter()
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    serve(model, ServerOptions(model_name=str(args.model), max_upload_mb=args.max_upload_mb,
+                               max_batch=args.max_batch, max_queue=args.max_queue), args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve}
     try:
-        return cmd_bench(args) if args.command == "bench" else cmd_transcribe(args)
+        return commands[args.command](args)
     except WhisperError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

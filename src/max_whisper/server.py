@@ -1,0 +1,334 @@
+"""An OpenAI-compatible transcription server (`max-whisper serve`, extra `serve`).
+
+POST /v1/audio/transcriptions and /v1/audio/translations take the multipart form of OpenAI's audio
+API, so the official `openai` client works with `base_url` pointed here; GET /v1/models, GET /health.
+
+One engine serves every request. Each request runs the long-form loop (`transcribe`) in its own
+worker thread; the loop's window decodes go to a `WindowBatcher`, the only thread that touches the
+engine, which decodes the windows waiting from all requests together (same decoding options: one
+batch). At most `max_queue` requests are admitted at a time; beyond that the answer is 503 with
+Retry-After, so memory stays bounded.
+"""
+
+
+import asyncio
+import contextlib
+import io
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import N_FRAMES, SAMPLE_RATE, decode_audio, pad_or_trim
+from .decoding import DecodingOptions, DecodingResult, DecodingTask
+from .errors import WhisperError, first_line
+from .outputs import WRITERS
+from .tokenizer import LANGUAGES, language_code
+
+OPENAI_MODEL_ALIAS = "whisper-1"  # what clients written for OpenAI send
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model_name: str = "tiny.en"
+    max_upload_mb: float = 25.0  # OpenAI's limit
+    max_batch: int = 8  # windows decoded together
+    max_queue: int = 64  # requests admitted at once (being transcribed or waiting)
+    linger_s: float = 0.003  # how long a batch waits for windows of other running requests
+
+
+class WindowBatcher:
+    """Runs every engine call in one thread; decodes windows submitted concurrently as one batch."""
+
+    def __init__(self, model, max_batch: int, linger_s: float):
+        self.model, self.max_batch, self.linger_s = model, max_batch, linger_s
+        self.jobs: queue.Queue = queue.Queue()
+        self.active = 0  # requests whose transcription is running (they may submit windows)
+        self.lock = threading.Lock()
+        self.batches = self.windows = 0
+        self.thread = threading.Thread(target=self._serve, name="window-batcher", daemon=True)
+        self.thread.start()
+
+    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
+        future: Future = Future()
+        self.jobs.put((pad_or_trim(mel, N_FRAMES), options, future))
+        return future.result()
+
+    def call(self, fn, *args):
+        """Run `fn(*args)` in the engine thread (engine calls other than window decodes)."""
+        future: Future = Future()
+        self.jobs.put((fn, args, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:  # wait a little only while other running requests may still send a window
+                    waiting = len(batch) < self.active
+                    job = self.jobs.get(timeout=self.linger_s) if waiting else self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self.jobs.put(None)
+                    break
+                batch.append(job)
+            self._run(batch)
+
+    def _run(self, batch: list) -> None:
+        groups: dict[str, list] = {}
+        for job in batch:
+            if callable(job[0]):
+                self._settle([job[2]], lambda fn=job[0], args=job[1]: [fn(*args)])
+            else:
+                groups.setdefault(repr(job[1]), []).append(job)
+        for jobs in groups.values():
+            self.batches += 1
+            self.windows += len(jobs)
+            mels = np.stack([j[0] for j in jobs])
+            self._settle([j[2] for j in jobs],
+                         lambda: DecodingTask(self.model, jobs[0][1]).run(self.model.graphs.encode(mels)))
+
+    @staticmethod
+    def _settle(futures: list[Future], work) -> None:
+        try:
+            results = work()
+        except Exception as e:  # noqa: BLE001  (each waiting request gets the error, the thread lives on)
+            for f in futures:
+                f.set_exception(e)
+            return
+        for f, r in zip(futures, results):
+            f.set_result(r)
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+
+class BatchedModel:
+    """The engine as `transcribe` sees it, with every engine call going through the batcher."""
+
+    def __init__(self, model, batcher: WindowBatcher):
+        self.model, self.batcher = model, batcher
+        self.dims, self.is_multilingual = model.dims, model.is_multilingual
+
+    def tokenizer(self, language=None, task=None):
+        return self.model.tokenizer(language, task)
+
+    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
+        return self.batcher.decode(mel, options)
+
+    def detect_language(self, mel: np.ndarray):
+        return self.batcher.call(self.model.detect_language, mel)
+
+
+class ApiError(Exception):
+    """An error answered as OpenAI does: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.headers = status, message, param, code, headers
+
+
+def _error_body(status: int, message: str, param=None, code=None) -> dict:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def create_app(model, options: ServerOptions = ServerOptions()):
+    """The FastAPI application serving `model` (a loaded max-backend WhisperModel)."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import JSONResponse, PlainTextResponse
+        from starlette.exceptions import HTTPException
+    except ImportError:
+        raise WhisperError("max-whisper serve needs FastAPI and uvicorn: pip install 'max-whisper[serve]'") from None
+    from .transcribe import transcribe
+
+    batcher = WindowBatcher(model, options.max_batch, options.linger_s)
+    engine = BatchedModel(model, batcher)
+    workers = ThreadPoolExecutor(max_workers=options.max_queue, thread_name_prefix="transcribe")
+    admitted = {"n": 0}
+    max_bytes = int(options.max_upload_mb * 2**20)
+    model_names = (options.model_name, OPENAI_MODEL_ALIAS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        batcher.stop()
+        workers.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="max-whisper", version="0.1.0", lifespan=lifespan)
+    app.state.batcher, app.state.options = batcher, options
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, e: ApiError):
+        return JSONResponse(_error_body(e.status, e.message, e.param, e.code), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e: HTTPException):
+        return JSONResponse(_error_body(e.status_code, f"{request.method} {request.url.path}: {e.detail}"),
+                            status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, e: RequestValidationError):
+        return JSONResponse(_error_body(400, str(e)), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def server_error(request, e: Exception):
+        return JSONResponse(_error_body(500, f"internal error: {first_line(e)}"), status_code=500)
+
+    @app.middleware("http")
+    async def limit_upload(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes + 2**16:  # room for the form's other fields
+            body = _error_body(413, f"upload of {int(length)} bytes is over the {options.max_upload_mb:g} MB limit",
+                               "file", "file_too_large")
+            return JSONResponse(body, status_code=413, headers={"Connection": "close"})
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": options.model_name, "device": model.device,
+                "requests_in_flight": admitted["n"], "max_queue": options.max_queue,
+                "batches": batcher.batches, "windows": batcher.windows}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "max-whisper"}
+                                           for m in model_names]}
+
+    @app.get("/v1/models/{name}")
+    async def model_info(name: str):
+        if name not in model_names:
+            raise ApiError(404, f"model '{name}' is not served here (serving {', '.join(model_names)})",
+                           "model", "model_not_found")
+        return {"id": name, "object": "model", "created": 0, "owned_by": "max-whisper"}
+
+    async def handle(request: Request, task: str):
+        form = await _read_form(request)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "missing the audio 'file' field (multipart/form-data)", "file")
+        name = form.get("model")
+        if not name:
+            raise ApiError(400, "missing the 'model' field", "model")
+        if name not in model_names:
+            raise ApiError(404, f"model '{name}' is not served here (serving {', '.join(model_names)})",
+                           "model", "model_not_found")
+        response_format = form.get("response_format") or "json"
+        if response_format not in RESPONSE_FORMATS:
+            raise ApiError(400, f"response_format '{response_format}' is not one of {', '.join(RESPONSE_FORMATS)}",
+                           "response_format")
+        granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+        if set(granularities) - {"segment"}:
+            raise ApiError(400, "only segment timestamps are supported", "timestamp_granularities[]")
+        kwargs = {"task": task, "initial_prompt": form.get("prompt") or None,
+                  "temperature": _temperature(form.get("temperature"))}
+        if task == "transcribe" and form.get("language"):
+            try:
+                kwargs["language"] = language_code(form.get("language"))
+            except WhisperError as e:
+                raise ApiError(400, str(e), "language") from None
+        filename = upload.filename or "upload"
+        data = await upload.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ApiError(413, f"{filename}: over the {options.max_upload_mb:g} MB upload limit", "file",
+                           "file_too_large")
+        if not data:
+            raise ApiError(400, f"{filename}: empty file (0 bytes)", "file")
+
+        if admitted["n"] >= options.max_queue:
+            raise ApiError(503, f"server busy: {admitted['n']} requests in progress; retry shortly",
+                           code="server_busy", headers={"Retry-After": "1"})
+        admitted["n"] += 1
+        try:
+            result, duration = await asyncio.get_running_loop().run_in_executor(
+                workers, _transcribe_upload, transcribe, engine, batcher, data, filename, kwargs)
+        except WhisperError as e:
+            raise ApiError(400, str(e), "file") from None
+        finally:
+            admitted["n"] -= 1
+        return _respond(result, response_format, task, duration, JSONResponse, PlainTextResponse)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request):
+        return await handle(request, "transcribe")
+
+    @app.post("/v1/audio/translations")
+    async def translations(request: Request):
+        return await handle(request, "translate")
+
+    return app
+
+
+async def _read_form(request):
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "expected a multipart/form-data body with an audio 'file' field")
+    try:
+        return await request.form(max_files=1)
+    except Exception as e:  # noqa: BLE001  (a malformed body is the client's problem)
+        raise ApiError(400, f"malformed multipart body: {first_line(e)}") from None
+
+
+def _temperature(text: str | None) -> float | tuple[float, ...] | None:
+    """OpenAI's temperature: 0 (default) lets the model raise it on failure, as our CLI's default does."""
+    if text in (None, ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, f"temperature must be a number, got '{text}'", "temperature") from None
+    if not 0.0 <= value <= 1.0:
+        raise ApiError(400, f"temperature must be between 0 and 1, got {value}", "temperature")
+    return None if value == 0 else value
+
+
+def _transcribe_upload(transcribe, engine: BatchedModel, batcher: WindowBatcher, data: bytes, filename: str,
+                       kwargs: dict) -> tuple[dict, float]:
+    audio = decode_audio(io.BytesIO(data), filename)
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    with batcher.lock:
+        batcher.active += 1
+    try:
+        return transcribe(engine, audio, **options), len(audio) / SAMPLE_RATE
+    finally:
+        with batcher.lock:
+            batcher.active -= 1
+
+
+def _respond(result: dict, response_format: str, task: str, duration: float, JSONResponse, PlainTextResponse):
+    text = result["text"].strip()
+    if response_format == "json":
+        return JSONResponse({"text": text})
+    if response_format == "text":
+        return PlainTextResponse(text + "\n")
+    if response_format in ("srt", "vtt"):
+        out = io.StringIO()
+        WRITERS[response_format](result, out)
+        return PlainTextResponse(out.getvalue(), media_type="text/vtt" if response_format == "vtt" else "text/plain")
+    segments = [{"id": s["id"], "seek": s["seek"], "start": s["start"], "end": s["end"], "text": s["text"],
+                 "tokens": s["tokens"], "temperature": s["temperature"], "avg_logprob": s["avg_logprob"],
+                 "compression_ratio": s["compression_ratio"], "no_speech_prob": s["no_speech_prob"]}
+                for s in result["segments"]]
+    return JSONResponse({"task": "translate" if task == "translate" else "transcribe",
+                         "language": LANGUAGES.get(result["language"], result["language"]),
+                         "duration": duration, "text": text, "segments": segments})
+
+
+def serve(model, options: ServerOptions, host: str, port: int) -> None:
+    """Run the server until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise WhisperError("max-whisper serve needs FastAPI and uvicorn: pip install 'max-whisper[serve]'") from None
+    uvicorn.run(create_app(model, options), host=host, port=port, log_level="info")

@@ -1,0 +1,260 @@
+"""The OpenAI-compatible server: a real uvicorn server on a loopback port, the real `openai` client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import openai
+import pytest
+import srt
+import webvtt
+
+from max_whisper import cli
+from max_whisper.server import ServerOptions, create_app
+
+from conftest import SHORT_CLIPS
+
+UPLOAD_LIMIT_MB = 1.0  # every short clip is under it, lecture.flac (2.3 MB) is over
+
+
+@contextmanager
+def running_server(model, options: ServerOptions):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(model, options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tiny):
+    with running_server(tiny, ServerOptions(model_name="tiny.en", max_upload_mb=UPLOAD_LIMIT_MB, max_batch=8)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def url(served):
+    return served[0]
+
+
+@pytest.fixture(scope="module")
+def client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
+
+
+@pytest.fixture
+def cli_text(tiny, monkeypatch, capsys, speech):
+    """What `max-whisper transcribe CLIP` prints (on the session's compiled tiny.en)."""
+    monkeypatch.setattr("max_whisper.backends.load_model", lambda *a, **k: tiny)
+
+    def run(clip: str) -> str:
+        capsys.readouterr()
+        assert cli.main(["transcribe", str(speech / clip)]) == 0
+        return capsys.readouterr().out.strip()
+
+    return run
+
+
+def transcribe(client, speech, clip: str, **kwargs):
+    with open(speech / clip, "rb") as f:
+        return client.audio.transcriptions.create(model=kwargs.pop("model", "tiny.en"), file=f, **kwargs)
+
+
+@pytest.mark.parametrize("clip", SHORT_CLIPS)
+def test_transcription_matches_cli(client, speech, cli_text, clip):
+    assert transcribe(client, speech, clip).text == cli_text(clip)
+
+
+def test_openai_model_alias_and_text_format(client, speech, cli_text):
+    text = transcribe(client, speech, "jfk.wav", model="whisper-1", response_format="text")
+    assert text == cli_text("jfk.wav") + "\n"
+
+
+def test_verbose_json(client, speech, tiny):
+    result = transcribe(client, speech, "jfk.wav", response_format="verbose_json",
+                        timestamp_granularities=["segment"])
+    expected = tiny.transcribe(str(speech / "jfk.wav"))
+    assert result.language == "english" and result.duration == pytest.approx(11.0, abs=0.01)
+    assert result.text == expected["text"].strip()
+    assert [(s.start, s.end, s.text, s.tokens) for s in result.segments] == \
+        [(s["start"], s["end"], s["text"], s["tokens"]) for s in expected["segments"]]
+
+
+def test_srt_and_vtt(client, speech):
+    subtitles = list(srt.parse(transcribe(client, speech, "jfk.wav", response_format="srt")))
+    cues = webvtt.from_string(transcribe(client, speech, "jfk.wav", response_format="vtt"))
+    assert len(subtitles) == len(cues) >= 2
+    assert subtitles[0].start.total_seconds() == 0.0 and "ask not" in subtitles[0].content
+    for sub, cue in zip(subtitles, cues):
+        assert sub.content == cue.text
+        h, m, sec = cue.end.split(":")
+        assert sub.end.total_seconds() == pytest.approx(3600 * int(h) + 60 * int(m) + float(sec), abs=1e-3)
+
+
+def test_models_and_health(client, url):
+    assert {m.id for m in client.models.list()} == {"tiny.en", "whisper-1"}
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["model"] == "tiny.en"
+
+
+def test_concurrent_requests_are_batched_and_all_correct(client, served, speech, tiny):
+    clips = SHORT_CLIPS * 2
+    expected = {c: tiny.transcribe(str(speech / c))["text"].strip() for c in SHORT_CLIPS}
+    batcher = served[1].state.batcher
+    batches, windows = batcher.batches, batcher.windows
+    with ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda c: transcribe(client, speech, c).text, clips))
+    assert texts == [expected[c] for c in clips]
+    assert batcher.windows - windows >= len(clips)
+    assert batcher.batches - batches < batcher.windows - windows  # some windows shared a batch
+
+
+# --- errors: OpenAI-style JSON, and the server keeps answering ---
+
+def error_of(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body["error"]) >= {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def test_corrupt_upload_is_400(client):
+    with pytest.raises(openai.BadRequestError, match="notes.wav: not a readable audio file"):
+        client.audio.transcriptions.create(model="tiny.en", file=("notes.wav", b"this is not audio" * 100))
+
+
+def test_non_audio_upload_is_400(client, speech):
+    with pytest.raises(openai.BadRequestError, match="refs.tsv: "):
+        with open(speech / "refs.tsv", "rb") as f:
+            client.audio.transcriptions.create(model="tiny.en", file=f)
+
+
+def test_empty_upload_is_400(client):
+    with pytest.raises(openai.BadRequestError, match="empty.wav: empty file"):
+        client.audio.transcriptions.create(model="tiny.en", file=("empty.wav", b""))
+
+
+def test_too_large_upload_is_413(client, url, speech):
+    with pytest.raises(openai.APIStatusError) as e:
+        transcribe(client, speech, "lecture.flac")
+    assert e.value.status_code == 413
+    # without a Content-Length (chunked), the size is checked as the file is read
+    data = (speech / "lecture.flac").read_bytes()
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ntiny.en\r\n--b\r\nContent-Disposition: "
+            b"form-data; name=\"file\"; filename=\"lecture.flac\"\r\n\r\n" + data + b"\r\n--b--\r\n")
+    r = httpx.post(f"{url}/v1/audio/transcriptions", content=iter([body]),
+                   headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and error_of(r)["code"] == "file_too_large"
+
+
+def test_unknown_model_is_404(client, speech):
+    with pytest.raises(openai.NotFoundError, match="model 'whisper-9' is not served here"):
+        transcribe(client, speech, "jfk.wav", model="whisper-9")
+
+
+def test_wrong_path_and_method(url):
+    r = httpx.get(f"{url}/v1/audio/speech")
+    assert r.status_code == 404 and "Not Found" in error_of(r)["message"]
+    r = httpx.get(f"{url}/v1/audio/transcriptions")
+    assert r.status_code == 405 and "Method Not Allowed" in error_of(r)["message"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"model": "tiny.en"}, "missing the audio 'file' field"),
+    ({"model": "tiny.en", "response_format": "xml", "file": True}, "response_format 'xml'"),
+    ({"model": "tiny.en", "temperature": "hot", "file": True}, "temperature must be a number"),
+    ({"model": "tiny.en", "language": "klingon", "file": True}, "klingon"),
+    ({"model": "tiny.en", "timestamp_granularities[]": "word", "file": True}, "only segment timestamps"),
+    ({"file": True}, "missing the 'model' field"),
+])
+def test_bad_fields_are_400(url, speech, fields, message):
+    files = {"file": ("jfk.wav", (speech / "jfk.wav").read_bytes())} if fields.pop("file", False) else None
+    r = httpx.post(f"{url}/v1/audio/transcriptions", data=fields, files=files or {"other": ("x", b"x")})
+    assert r.status_code == 400 and message in error_of(r)["message"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the openai client marks translations so
+def test_translation_on_english_only_model_is_400(client, speech):
+    with pytest.raises(openai.BadRequestError, match="English-only"):
+        with open(speech / "jfk.wav", "rb") as f:
+            client.audio.translations.create(model="tiny.en", file=f)
+
+
+def test_full_queue_answers_503_with_retry_after(tiny, speech):
+    """With one request admitted and the engine held, the next gets 503 at once; the first completes."""
+    with running_server(tiny, ServerOptions(max_queue=1)) as (url, app):
+        hold = threading.Event()
+        app.state.batcher.jobs.put((lambda: hold.wait(30), (), _Ignored()))  # the engine thread waits
+        files = {"file": ("jfk.wav", (speech / "jfk.wav").read_bytes())}
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(httpx.post, f"{url}/v1/audio/transcriptions", data={"model": "tiny.en"},
+                                files=files, timeout=60)
+            deadline = time.monotonic() + 10
+            while httpx.get(f"{url}/health").json()["requests_in_flight"] < 1:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            busy = httpx.post(f"{url}/v1/audio/transcriptions", data={"model": "tiny.en"}, files=files)
+            hold.set()
+            assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+            assert error_of(busy)["code"] == "server_busy"
+            assert first.result().status_code == 200 and "ask not" in first.result().json()["text"]
+
+
+class _Ignored:
+    def set_result(self, value):
+        pass
+
+    def set_exception(self, e):
+        pass
+
+
+def test_good_request_after_errors(client, speech, cli_text):
+    """Last in this module: every error above left the server answering."""
+    assert transcribe(client, speech, "goforward.wav").text == cli_text("goforward.wav")
+
+
+def test_serve_command_starts_and_answers(speech, tmp_path):
+    """`max-whisper serve` as a user runs it (a separate process; graphs come from the disk cache)."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "max_whisper.cli", "serve", "--port", str(port), "--max-batch", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        result = json.loads(transcribe(client, speech, "jfk.wav", response_format="verbose_json").model_dump_json())
+        assert "ask not what your country" in result["text"] and result["segments"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
