@@ -1,4 +1,4 @@
-"""One interface over four ways to run Whisper, all on the same weights.
+"""One interface over five ways to run Whisper, all on the same weights.
 
 - `max`: the pure MAX engine (encoder and KV-cached decoder graphs) — the product;
 - `hybrid`: the MAX encoder graph inside openai-whisper's PyTorch decoder and decoding loop

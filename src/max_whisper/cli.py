@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "H100 it was both faster and token-exact, see docs/measurements.md)")
     t.add_argument("--backend", default="max", choices=BACKENDS,
                    help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
-                        "reference: openai-whisper; faster-whisper: CTranslate2")
+                        "reference: openai-whisper; faster-whisper: CTranslate2; transformers: Hugging Face")
     t.add_argument("--output-format", choices=[*FORMATS, "all"], default=None,
                    help="write files in this format (default: none, or all when --output-dir is given)")
     t.add_argument("--output-dir", type=Path, default=None, help="where files go (default: current folder)")
