@@ -165,11 +165,12 @@ class TransformersModel:
     backend = "transformers"
 
     def __init__(self, ckpt: Checkpoint, device: str = "cpu"):
-        torch, _ = _import_reference()
         try:
+            import torch
             import transformers
         except ImportError:
-            raise WhisperError("the transformers backend needs transformers: pip install 'max-whisper[peers]'") from None
+            raise WhisperError("the transformers backend needs torch and transformers: "
+                               "pip install torch 'max-whisper[peers]'") from None
         from .tokenizer import get_tokenizer
         from .weights import hf_name_to_openai
 
