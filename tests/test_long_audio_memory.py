@@ -19,6 +19,6 @@ def test_one_hour_under_2_gb():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(report)
     assert report["audio_s"] == 3600.0
-    assert report["peak_rss_mib"] < 2048
+    assert report["peak_rss_mib"] < 2048  # while transcribing (a cold-cache compile at load is apart)
     assert report["last_segment_end_s"] > 3590  # every window was transcribed
     assert report["text_chars"] > 50000

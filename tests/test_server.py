@@ -117,14 +117,23 @@ def test_models_and_health(client, url):
 
 
 def test_concurrent_requests_are_batched_and_all_correct(client, served, speech, tiny):
-    clips = SHORT_CLIPS * 2
+    """16 good and 4 corrupt uploads at once: the good ones all get the CLI's text, the bad ones 400."""
+    clips = SHORT_CLIPS * 2 + ["corrupt.wav"] * 4
     expected = {c: tiny.transcribe(str(speech / c))["text"].strip() for c in SHORT_CLIPS}
     batcher = served[1].state.batcher
     batches, windows = batcher.batches, batcher.windows
-    with ThreadPoolExecutor(8) as pool:
-        texts = list(pool.map(lambda c: transcribe(client, speech, c).text, clips))
-    assert texts == [expected[c] for c in clips]
-    assert batcher.windows - windows >= len(clips)
+
+    def send(clip: str) -> str:
+        if clip == "corrupt.wav":
+            with pytest.raises(openai.BadRequestError, match="corrupt.wav: not a readable audio file"):
+                client.audio.transcriptions.create(model="tiny.en", file=(clip, b"\x00\x01garbage" * 999))
+            return "rejected"
+        return transcribe(client, speech, clip).text
+
+    with ThreadPoolExecutor(10) as pool:
+        texts = list(pool.map(send, clips))
+    assert texts == [expected.get(c, "rejected") for c in clips]
+    assert batcher.windows - windows >= 2 * len(SHORT_CLIPS)
     assert batcher.batches - batches < batcher.windows - windows  # some windows shared a batch
 
 
