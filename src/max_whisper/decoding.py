@@ -364,46 +364,47 @@ class DecodingTask:
         n_batch = tokens.shape[0]
         sum_logprobs = np.zeros(n_batch, np.float32)
         no_speech = [np.nan] * n_batch
-        on_device = self._greedy_on_device(state)
+        on_device = self._greedy_on_device()
+        if on_device:
+            state.suppress = self.model.graphs.suppression(self._suppressed_on_device())
         for i in range(self.sample_len):
-            if i == 0:
-                both = state.step(tokens, [self.sot_index, tokens.shape[1] - 1])
-                no_speech = _softmax(both[:, 0])[:, self.tokenizer.no_speech].tolist()
-                logits = np.array(both[:, 1], dtype=np.float32)
-            elif on_device:
+            if i > 0 and on_device:
                 next_tokens, logprobs = state.step_greedy(tokens[:, -1:], self._rules(tokens))
                 tokens, completed = self.decoder.append(tokens, next_tokens, logprobs, sum_logprobs)
-                if completed or tokens.shape[-1] > self.n_ctx:
-                    break
-                continue
             else:
-                logits = np.array(state.step(tokens[:, -1:])[:, 0], dtype=np.float32)
-            for f in self.filters:
-                f.apply(logits, tokens)
-            tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, state)
+                if i == 0:
+                    both = state.step(tokens, [self.sot_index, tokens.shape[1] - 1])
+                    no_speech = _softmax(both[:, 0])[:, self.tokenizer.no_speech].tolist()
+                    logits = np.array(both[:, 1], dtype=np.float32)
+                else:
+                    logits = np.array(state.step(tokens[:, -1:])[:, 0], dtype=np.float32)
+                for f in self.filters:
+                    f.apply(logits, tokens)
+                tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, state)
             if completed or tokens.shape[-1] > self.n_ctx:
                 break
         return tokens, sum_logprobs, no_speech
 
-    def _greedy_on_device(self, state: DecoderState) -> bool:
-        """Greedy decoding after the first step chooses tokens inside the decoder graph, with the
-        same rules as the filters here (the first step's extra rules run on the host), so that
-        only the chosen tokens come back to the host."""
-        if not isinstance(self.decoder, GreedyDecoder) or self.decoder.temperature != 0:
-            return False
-        suppressed = set()
-        for f in self.filters:
-            if isinstance(f, SuppressTokens):
-                suppressed.update(f.ids)
-            elif isinstance(f, ApplyTimestampRules):
-                suppressed.add(self.tokenizer.no_timestamps)
-        state.suppress = self.model.graphs.suppression(tuple(sorted(suppressed)))
-        return True
+    # Greedy decoding after the first step chooses tokens inside the decoder graph, under the same
+    # rules as the filters here (the first step's extra rules run on the host), so that only the
+    # chosen tokens come back to the host.
+
+    def _greedy_on_device(self) -> bool:
+        return isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
+
+    def _timestamp_rules(self) -> ApplyTimestampRules | None:
+        return next((f for f in self.filters if isinstance(f, ApplyTimestampRules)), None)
+
+    def _suppressed_on_device(self) -> tuple[int, ...]:
+        ids = {t for f in self.filters if isinstance(f, SuppressTokens) for t in f.ids}
+        if self._timestamp_rules():
+            ids.add(self.tokenizer.no_timestamps)
+        return tuple(sorted(ids))
 
     def _rules(self, tokens: np.ndarray) -> np.ndarray:
         """Each row's token rules for the decoder graph (model.RULE_COLUMNS)."""
         tok, vocab = self.tokenizer, self.model.dims.n_vocab
-        timestamps = next((f for f in self.filters if isinstance(f, ApplyTimestampRules)), None)
+        timestamps = self._timestamp_rules()
         rules = np.empty((tokens.shape[0], 6), np.int64)
         for k, row in enumerate(tokens):
             text_ok, lo, hi = timestamps.bounds(row, vocab) if timestamps else (True, tok.timestamp_begin, vocab)

@@ -147,7 +147,7 @@ def create_app(model, options: ServerOptions = ServerOptions()):
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse, PlainTextResponse
+        from fastapi.responses import JSONResponse
         from starlette.exceptions import HTTPException
     except ImportError:
         raise WhisperError("max-whisper serve needs FastAPI and uvicorn: pip install 'max-whisper[serve]'") from None
@@ -257,7 +257,7 @@ def create_app(model, options: ServerOptions = ServerOptions()):
             raise ApiError(400, str(e), "file") from None
         finally:
             admitted["n"] -= 1
-        return _respond(result, response_format, task, duration, JSONResponse, PlainTextResponse)
+        return _respond(result, response_format, task, duration)
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -306,7 +306,9 @@ def _transcribe_upload(transcribe, engine: BatchedModel, batcher: WindowBatcher,
             batcher.active -= 1
 
 
-def _respond(result: dict, response_format: str, task: str, duration: float, JSONResponse, PlainTextResponse):
+def _respond(result: dict, response_format: str, task: str, duration: float):
+    from fastapi.responses import JSONResponse, PlainTextResponse
+
     text = result["text"].strip()
     if response_format == "json":
         return JSONResponse({"text": text})
