@@ -38,11 +38,14 @@ def wer(reference: str, hypothesis: str) -> float:
     return 100 * jiwer.wer(norm(reference), norm(hypothesis))
 
 
-def test_windowed_features_equal_whole_file_features(lecture):
+@pytest.mark.parametrize("held_frames", [LogMelFeatures.HELD_FRAMES, 0], ids=["held", "on-demand"])
+def test_windowed_features_equal_whole_file_features(lecture, held_frames, monkeypatch):
+    monkeypatch.setattr(LogMelFeatures, "HELD_FRAMES", held_frames)  # 0: as a recording over 30 min
     whole = mw.log_mel_spectrogram(lecture, padding=mw.audio.N_SAMPLES)
     windows = LogMelFeatures(lecture, padding=mw.audio.N_SAMPLES)
     for start in (0, 1234, 9000, whole.shape[1] - 3000):
         assert np.array_equal(windows.window(start, 3000), whole[:, start:start + 3000])
+    assert (windows._held is not None) == (held_frames > 0)
 
 
 def test_lecture_tokens_equal_openai_transcribe(ours, theirs):

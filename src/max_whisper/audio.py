@@ -145,11 +145,14 @@ class LogMelFeatures:
     """The log-mel of a whole recording, computed one window at a time.
 
     Equal to `log_mel_spectrogram(audio, n_mels, padding)[:, start:start + n]` for any
-    window, but only one window's features exist at once: a first pass over the audio
-    finds the loudest bin (the clamp is relative to it), later calls compute frames on demand.
+    window. A first pass over the audio finds the loudest bin (the clamp is relative to it).
+    Up to HELD_FRAMES frames (30 min, 58 MB of 80 mels) that pass's result is kept and windows
+    are cut from it; on longer recordings only one window's features exist at once and each
+    window's frames are computed on demand, so memory stays bounded on any length.
     """
 
-    CHUNK_FRAMES = 6000  # frames per pass-one block: bounded memory on any length
+    CHUNK_FRAMES = 6000  # frames per pass-one block
+    HELD_FRAMES = 180_000  # longest recording whose log-mel power is kept whole
 
     def __init__(self, audio: np.ndarray, n_mels: int = 80, padding: int = 0):
         audio = np.asarray(audio, dtype=np.float32)
@@ -157,12 +160,17 @@ class LogMelFeatures:
             audio = np.pad(audio, (0, N_FFT // 2 + 1 - audio.size))
         self.audio, self.n_mels, self.padding = audio, n_mels, padding
         self.n_frames = (audio.size + padding) // HOP_LENGTH
+        self._held: np.ndarray | None = None  # the whole log-mel power, once log_max has run (short recordings)
 
     @cached_property
     def log_max(self) -> float:
         """The loudest log-mel bin of the whole recording, found block by block."""
-        return max(float(self.log_power(i, min(self.CHUNK_FRAMES, self.n_frames - i)).max())
-                   for i in range(0, self.n_frames, self.CHUNK_FRAMES))
+        blocks = (self.log_power(i, min(self.CHUNK_FRAMES, self.n_frames - i))
+                  for i in range(0, self.n_frames, self.CHUNK_FRAMES))
+        if self.n_frames > self.HELD_FRAMES:
+            return max(float(b.max()) for b in blocks)
+        self._held = np.concatenate(list(blocks), axis=1)
+        return float(self._held.max())
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of the centred signal: the audio, then `padding` zeros, both
@@ -187,4 +195,6 @@ class LogMelFeatures:
         n = max(0, min(n, self.n_frames - start))
         if n == 0:
             return np.zeros((self.n_mels, 0), np.float32)
-        return _log_scale(self.log_power(start, n), self.log_max)
+        log_max = self.log_max  # first: the pass that fills _held
+        held = self._held
+        return _log_scale(held[:, start:start + n] if held is not None else self.log_power(start, n), log_max)

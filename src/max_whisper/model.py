@@ -287,6 +287,7 @@ class WhisperGraphs:
         for name in graphs:  # the hybrid backend compiles only the encoder
             setattr(self, name, self._compile(name, builders[name]))
         self._reorder = None
+        self._positions: dict[tuple[int, ...], driver.Buffer] = {}
 
     @property
     def reorder(self):
@@ -333,6 +334,13 @@ class WhisperGraphs:
         caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
         return DecoderState(self, keys, values, caches, self.suppression(()))
 
+    def positions(self, positions: tuple[int, ...]) -> driver.Buffer:
+        """The decoder's logit-positions input on the device, uploaded once per distinct value
+        (nearly every step asks for position 0 of one new token)."""
+        if positions not in self._positions:
+            self._positions[positions] = self.to_device(np.array(positions, np.int64))
+        return self._positions[positions]
+
     def suppression(self, token_ids: tuple[int, ...]) -> driver.Buffer:
         """The decoder's suppression mask input (-inf at `token_ids`), on the device."""
         mask = np.zeros(self.dims.n_vocab, np.float32)
@@ -372,9 +380,9 @@ class DecoderState:
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         if self.offset + tokens.shape[1] > g.dims.n_text_ctx:
             raise WhisperError(f"decoder context of {g.dims.n_text_ctx} tokens exceeded")
-        positions = np.asarray(logit_positions if logit_positions is not None else [tokens.shape[1] - 1], np.int64)
+        positions = tuple(logit_positions if logit_positions is not None else [tokens.shape[1] - 1])
         offset = driver.Buffer.from_numpy(np.array(self.offset, dtype=np.int64))
-        logits, choice = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.to_device(positions),
+        logits, choice = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.positions(positions),
                                 self.suppress, g.to_device(rules.astype(np.int64)),
                                 self.cross_k, self.cross_v, *self.caches)
         self.offset += tokens.shape[1]
