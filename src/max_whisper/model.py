@@ -287,7 +287,7 @@ class WhisperGraphs:
         for name in graphs:  # the hybrid backend compiles only the encoder
             setattr(self, name, self._compile(name, builders[name]))
         self._reorder = None
-        self._positions: dict[tuple[int, ...], driver.Buffer] = {}
+        self._constants: dict[tuple, driver.Buffer] = {}  # small inputs reused by every call
 
     @property
     def reorder(self):
@@ -335,17 +335,23 @@ class WhisperGraphs:
         return DecoderState(self, keys, values, caches, self.suppression(()))
 
     def positions(self, positions: tuple[int, ...]) -> driver.Buffer:
-        """The decoder's logit-positions input on the device, uploaded once per distinct value
-        (nearly every step asks for position 0 of one new token)."""
-        if positions not in self._positions:
-            self._positions[positions] = self.to_device(np.array(positions, np.int64))
-        return self._positions[positions]
+        """The decoder's logit-positions input (nearly every step asks for position 0 of one new token)."""
+        return self._constant(("positions", positions), lambda: np.array(positions, np.int64))
 
     def suppression(self, token_ids: tuple[int, ...]) -> driver.Buffer:
-        """The decoder's suppression mask input (-inf at `token_ids`), on the device."""
-        mask = np.zeros(self.dims.n_vocab, np.float32)
-        mask[list(token_ids)] = -np.inf
-        return self.to_device(mask)
+        """The decoder's suppression mask input (-inf at `token_ids`)."""
+        def mask():
+            m = np.zeros(self.dims.n_vocab, np.float32)
+            m[list(token_ids)] = -np.inf
+            return m
+
+        return self._constant(("suppression", token_ids), mask)
+
+    def _constant(self, key: tuple, make) -> driver.Buffer:
+        """A read-only graph input on the device, uploaded once per distinct value."""
+        if key not in self._constants:
+            self._constants[key] = self.to_device(make())
+        return self._constants[key]
 
 
 @dataclass
