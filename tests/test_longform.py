@@ -45,7 +45,7 @@ def test_windowed_features_equal_whole_file_features(lecture, held_frames, monke
     windows = LogMelFeatures(lecture, padding=mw.audio.N_SAMPLES)
     for start in (0, 1234, 9000, whole.shape[1] - 3000):
         assert np.array_equal(windows.window(start, 3000), whole[:, start:start + 3000])
-    assert (windows._held is not None) == (held_frames > 0)
+    assert (windows._pass_one[1] is not None) == (held_frames > 0)
 
 
 def test_lecture_tokens_equal_openai_transcribe(ours, theirs):

@@ -160,17 +160,17 @@ class LogMelFeatures:
             audio = np.pad(audio, (0, N_FFT // 2 + 1 - audio.size))
         self.audio, self.n_mels, self.padding = audio, n_mels, padding
         self.n_frames = (audio.size + padding) // HOP_LENGTH
-        self._held: np.ndarray | None = None  # the whole log-mel power, once log_max has run (short recordings)
 
     @cached_property
-    def log_max(self) -> float:
-        """The loudest log-mel bin of the whole recording, found block by block."""
+    def _pass_one(self) -> tuple[float, np.ndarray | None]:
+        """The loudest log-mel bin of the whole recording, found block by block, and the whole
+        log-mel power when the recording is at most HELD_FRAMES long (else None)."""
         blocks = (self.log_power(i, min(self.CHUNK_FRAMES, self.n_frames - i))
                   for i in range(0, self.n_frames, self.CHUNK_FRAMES))
         if self.n_frames > self.HELD_FRAMES:
-            return max(float(b.max()) for b in blocks)
-        self._held = np.concatenate(list(blocks), axis=1)
-        return float(self._held.max())
+            return max(float(b.max()) for b in blocks), None
+        held = np.concatenate(list(blocks), axis=1)
+        return float(held.max()), held
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of the centred signal: the audio, then `padding` zeros, both
@@ -195,6 +195,5 @@ class LogMelFeatures:
         n = max(0, min(n, self.n_frames - start))
         if n == 0:
             return np.zeros((self.n_mels, 0), np.float32)
-        log_max = self.log_max  # first: the pass that fills _held
-        held = self._held
+        log_max, held = self._pass_one
         return _log_scale(held[:, start:start + n] if held is not None else self.log_power(start, n), log_max)
