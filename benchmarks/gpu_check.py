@@ -89,6 +89,10 @@ def main() -> None:
     p.add_argument("--device", default="gpu", help="gpu (default); cpu only to try the script out")
     p.add_argument("--bench", action="store_true", help="then run max-whisper bench on the device")
     p.add_argument("--skip-check", action="store_true", help="with --bench: only the bench")
+    p.add_argument("--bench-backends", default="reference,transformers,max")
+    p.add_argument("--batch-size", default=None, help="bench: also the max backend's throughput mode")
+    p.add_argument("--compiled", action="append", default=None,
+                   help="folders from `max-whisper compile --device gpu` (skips the compile on the device)")
     args = p.parse_args()
     with open(args.speech / "refs.tsv", newline="") as f:
         refs = {r["file"]: r["reference"] for r in csv.DictReader(f, delimiter="\t")}
@@ -113,7 +117,7 @@ def main() -> None:
 
     for dtype in [] if args.skip_check else args.dtypes.split(","):
         t = time.perf_counter()
-        gpu = mw.load_model(args.model, device=args.device, dtype=dtype)
+        gpu = mw.load_model(args.model, device=args.device, dtype=dtype, compiled=args.compiled)
         entry = {"load_and_compile_s": time.perf_counter() - t,
                  "compile_s_per_graph": dict(gpu.graphs.timings.compile)}
         tokens = clip_tokens(gpu, args.speech, clips)
@@ -132,8 +136,10 @@ def main() -> None:
         print(json.dumps(report, indent=2))
     if args.bench:
         cmd = [sys.executable, "-m", "max_whisper.cli", "bench", str(args.speech / "lecture.flac"),
-               "--backends", "reference,hybrid,max", "--devices", args.device, "--runs", "5",
+               "--backends", args.bench_backends, "--devices", args.device, "--runs", "5",
                "--dtype", args.dtypes.split(",")[0], "--output", str(args.output / "bench")]
+        cmd += ["--batch-size", args.batch_size] if args.batch_size else []
+        cmd += [a for d in args.compiled or [] for a in ("--compiled", d)]
         sys.exit(subprocess.run(cmd).returncode)
 
 

@@ -145,3 +145,23 @@ def test_lecture_through_the_cli_matches_openai_wer(speech, tmp_path, capsys, us
     ours_wer, theirs_wer = (100 * jiwer.wer(norm(ref), norm(r["text"])) for r in (ours, theirs))
     assert abs(ours_wer - theirs_wer) <= 1.0
     assert ours["segments"][-1]["end"] > 121.0
+
+
+def test_compiled_graphs_are_used_instead_of_compiling(tmp_path):
+    out = tmp_path / "compiled"
+    proc = run("compile", str(out), "--model", "tiny.en")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "manifest.json").is_file() and len(list(out.glob("*.mef"))) == 4  # with beam search's reorder
+    plain, compiled = run("transcribe", "--sample"), run("transcribe", "--sample", "--compiled", str(out))
+    assert compiled.returncode == 0, compiled.stderr
+    assert compiled.stdout == plain.stdout and "ask not what your country" in compiled.stdout
+    again = run("compile", str(out))
+    assert again.returncode == 2 and "already holds compiled graphs" in again.stderr
+
+
+def test_compiled_folder_errors(tmp_path, capsys):
+    assert cli.main(["transcribe", "--sample", "--compiled", str(tmp_path)]) == 2
+    assert "not a folder written by `max-whisper compile`" in capsys.readouterr().err
+    assert cli.main(["transcribe", "--sample", "--backend", "reference", "--compiled", str(tmp_path)]) == 2
+    assert cli.main(["compile", str(tmp_path / "x"), "--gpu-arch", "sm_90"]) == 2
+    assert "--gpu-arch needs --device gpu" in capsys.readouterr().err

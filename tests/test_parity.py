@@ -91,3 +91,29 @@ def test_base_multilingual_parity_and_language(base, base_ref, speech, clip):
         ours = base.decode(mel, mw.DecodingOptions(**opts))
         assert ours.language == theirs.language == "en"
         assert ours.tokens == theirs.tokens
+
+
+@pytest.fixture(scope="session")
+def tiny_step(tiny):
+    """The engine with the fixed-shape single-token step graph that GPUs record and replay, run on the CPU."""
+    return mw.WhisperModel(tiny.checkpoint, device="cpu", step_graph=True)
+
+
+@pytest.mark.parametrize("clip", SHORT_CLIPS)
+def test_step_graph_tokens_equal(tiny_step, tiny_ref, speech, clip):
+    mel = window(tiny_step, speech, clip)
+    theirs = whisper.decode(tiny_ref, torch.from_numpy(mel), whisper.DecodingOptions(language="en", fp16=False))
+    ours = tiny_step.decode(mel, mw.DecodingOptions(language="en"))
+    assert tiny_step.graphs.timings.calls.get("decoder_step", 0) > 0
+    assert ours.tokens == theirs.tokens
+    assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-3)
+
+
+def test_step_graph_batch_and_longform_equal(tiny, tiny_step, speech):
+    mels = np.stack([window(tiny, speech, clip) for clip in SHORT_CLIPS[:3]])
+    options = mw.DecodingOptions(language="en")
+    batched = mw.decoding.decode(tiny_step, mels, options)  # rows of different lengths in one step
+    assert [r.tokens for r in batched] == [r.tokens for r in mw.decoding.decode(tiny, mels, options)]
+    audio = mw.load_audio(speech / "sense_and_sensibility_01_austen_64kb-0870.wav")
+    ours, theirs = tiny_step.transcribe(audio), tiny.transcribe(audio)  # later windows start from a prompt
+    assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]

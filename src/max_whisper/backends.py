@@ -24,12 +24,14 @@ from .weights import Checkpoint, ct2_folder, load_checkpoint
 BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers")
 
 
-def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "float32"):
-    """Load `name` (tiny.en, base, or a path) for `device` (cpu or gpu) on `backend`."""
+def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "float32",
+               compiled: list[str] | None = None):
+    """Load `name` (tiny.en, base, or a path) for `device` (cpu or gpu) on `backend`; the max backend
+    takes graphs compiled ahead of time from the `compiled` directories."""
     if backend == "max":
         from .engine import WhisperModel
 
-        return WhisperModel(load_checkpoint(name), device=device, dtype=dtype)
+        return WhisperModel(load_checkpoint(name), device=device, dtype=dtype, compiled=compiled)
     if backend in ("reference", "hybrid"):
         return (HybridModel if backend == "hybrid" else ReferenceModel)(load_checkpoint(name), device)
     if backend == "faster-whisper":

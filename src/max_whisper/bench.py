@@ -49,6 +49,9 @@ def add_bench_parser(sub) -> None:
                    help="reference transcripts, TSV with columns file and reference (default: refs.tsv "
                         "beside the first audio file, if there is one)")
     b.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for JSON, Markdown, PNG")
+    from .cli import add_compiled_argument
+
+    add_compiled_argument(b)
     b.add_argument(WORKER_FLAG, default=None, help=argparse.SUPPRESS)
 
 
@@ -79,6 +82,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not p.is_file():
             raise WhisperError(f"{p}: no such file")
     refs = _load_refs(args.refs or audio[0].parent / "refs.tsv", audio, explicit=args.refs is not None)
+    from .cli import compiled_dirs
+
+    compiled = compiled_dirs(args)
 
     rows = []
     for device in devices:
@@ -86,7 +92,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             for batch_size in [None] + ([args.batch_size] if backend == "max" and args.batch_size else []):
                 config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
                           "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
-                          "batch_size": batch_size, "dtype": args.dtype if device == "gpu" and args.dtype else "float32"}
+                          "batch_size": batch_size, "dtype": args.dtype if device == "gpu" and args.dtype else "float32",
+                          "compiled": compiled if backend == "max" else None}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
     report = _report(rows, refs, audio, args)
@@ -122,7 +129,8 @@ def _worker(config: dict) -> int:
     gpu = GpuMemory() if config["device"] == "gpu" else None
     audio = [load_audio(p) for p in config["audio"]]
     start = time.perf_counter()
-    model = load_model(config["model"], device=config["device"], backend=config["backend"], dtype=config["dtype"])
+    model = load_model(config["model"], device=config["device"], backend=config["backend"], dtype=config["dtype"],
+                       compiled=config.get("compiled"))
     load_s = time.perf_counter() - start
     options = {"temperature": 0.0, "beam_size": config["beam_size"]}
     if config.get("batch_size"):

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
+    add_compiled_argument(t)
     add_bench_parser(sub)
     v = sub.add_parser("serve", help="serve the OpenAI audio API (transcriptions, translations) over HTTP")
     v.add_argument("--host", default="127.0.0.1")
@@ -65,7 +66,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most 30 s windows, from concurrent requests, decoded together (default 8)")
     v.add_argument("--max-queue", type=_positive_int, default=64,
                    help="most requests in progress at once; more get 503 with Retry-After (default 64)")
+    add_compiled_argument(v)
+    c = sub.add_parser("compile", help="compile the max backend's graphs ahead of time, for this machine or "
+                                       "another (then pass the folder as --compiled)")
+    c.add_argument("out", type=Path, help="folder to write the compiled graphs to")
+    c.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
+    c.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    c.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    c.add_argument("--gpu-arch", default=None, metavar="SM",
+                   help="compile for this NVIDIA architecture (sm_80, sm_90, ...) without such a GPU here")
+    c.add_argument("--cpu-target", default=None, metavar="CPU",
+                   help="compile CPU code for this LLVM CPU (x86-64-v3, generic, ...) instead of this machine's")
     return parser
+
+
+def add_compiled_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compiled", action="append", type=Path, default=None, metavar="DIR",
+                        help="max backend: use the graphs `max-whisper compile` wrote to DIR (repeatable) instead "
+                             "of compiling them here")
+
+
+def compiled_dirs(args: argparse.Namespace) -> list[str] | None:
+    """The --compiled folders, checked to exist (a missing one is an error, not a silent compile)."""
+    if not args.compiled:
+        return None
+    if getattr(args, "backend", "max") != "max":
+        raise WhisperError("--compiled is for the max backend")
+    for d in args.compiled:
+        if not (d / "manifest.json").is_file():
+            raise WhisperError(f"{d}: not a folder written by `max-whisper compile` (no manifest.json)")
+    return [str(d) for d in args.compiled]
 
 
 def _positive_int(text: str) -> int:
@@ -138,7 +168,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not files:
         return 1
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, backend=args.backend, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, backend=args.backend, dtype=args.dtype,
+                       compiled=compiled_dirs(args))
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
     audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()
@@ -181,16 +212,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise WhisperError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
     print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     serve(model, ServerOptions(model_name=str(args.model), max_upload_mb=args.max_upload_mb,
                                max_batch=args.max_batch, max_queue=args.max_queue), args.host, args.port)
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from max import driver
+
+    if args.cpu_target:
+        driver.set_virtual_cpu_target(args.cpu_target)
+    if args.gpu_arch:
+        if args.device != "gpu":
+            raise WhisperError("--gpu-arch needs --device gpu")
+        driver.set_virtual_device_api("cuda")
+        driver.set_virtual_device_target_arch(args.gpu_arch)
+        driver.set_virtual_device_count(1)
+    from .model import WhisperGraphs
+    from .weights import load_checkpoint
+
+    if (args.out / "manifest.json").exists():
+        raise WhisperError(f"{args.out}: already holds compiled graphs; choose an empty folder")
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    graphs = WhisperGraphs(load_checkpoint(args.model), device=args.device, dtype=args.dtype, export_to=str(args.out))
+    graphs.reorder  # compiled on first use otherwise (beam search)
+    for name, seconds in graphs.timings.compile.items():
+        print(f"{name}: {seconds:.1f} s", file=sys.stderr)
+    print(f"compiled {args.model} for {args.device} into {args.out} in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve}
+    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve, "compile": cmd_compile}
     try:
         return commands[args.command](args)
     except WhisperError as e:

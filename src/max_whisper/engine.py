@@ -19,13 +19,14 @@ class WhisperModel:
 
     backend = "max"
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32", step_graph: bool | None = None,
+                 compiled: list[str] | None = None):
         self.checkpoint = ckpt
         self.dims = ckpt.dims
         self.device = device
         self.dtype = dtype
         get_tokenizer(ckpt.tokenizer_file, self.is_multilingual, self.num_languages)  # fail early on a bad file
-        self.graphs = WhisperGraphs(ckpt, device=device, dtype=dtype)
+        self.graphs = WhisperGraphs(ckpt, device=device, dtype=dtype, step_graph=step_graph, compiled=compiled)
 
     @property
     def is_multilingual(self) -> bool:

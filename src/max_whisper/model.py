@@ -17,14 +17,15 @@ Graphs (one compiled model each, reused for every call; batch and length are sym
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from max import driver
 from max.dtype import DType
-from max.engine import InferenceSession
-from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, Weight, ops
+from max.engine import ArtifactBodyMismatch, InferenceSession, MefStore, MissingArtifactError
+from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, TensorValue, Weight, ops
 from max.graph.type import FilterLayout
 
 from .errors import WhisperError
@@ -142,16 +143,13 @@ def cache_type(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Buffer
 
 
 def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
-    head_dim = dims.n_text_state // dims.n_text_head
-    cross = TensorType(dtype, [dims.n_text_layer, "batch", dims.n_text_head, dims.n_audio_ctx, head_dim], device)
     inputs = [
         TensorType(DType.int64, ["batch", "seq"], device),  # tokens
         TensorType(DType.int64, [], DeviceRef.CPU()),  # offset: tokens already in the cache
         TensorType(DType.int64, ["n_pos"], device),  # positions whose logits are returned
         TensorType(DType.float32, [dims.n_vocab], device),  # suppression: 0 or -inf per token
         TensorType(DType.int64, ["batch", len(RULE_COLUMNS)], device),  # token rules, see greedy_choice
-        cross, cross,
-    ] + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
+    ] + cross_types(dims, dtype, device) + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
     with Graph("whisper_decoder", input_types=inputs) as g:
         tokens, offset, logit_pos, suppress, rules, cross_k, cross_v = (v.tensor for v in g.inputs[:7])
         caches = [v.buffer for v in g.inputs[7:]]
@@ -159,29 +157,90 @@ def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: 
         n_seq = ops.shape_to_tensor([seq]).reshape([])
         end = offset + ops.cast(n_seq, DType.int64)
         positions = ops.range(offset, end, 1, out_dim="seq", dtype=DType.int64, device=DeviceRef.CPU())
-        x = ops.gather(w("decoder.token_embedding.weight"), tokens, axis=0)
-        x = x + ops.gather(w("decoder.positional_embedding"), positions.to(device), axis=0)
+        x = embed(w, tokens, positions.to(device))
         mask = causal_mask(offset, end, positions, dtype, device)
-        new_rows = (slice(offset, end), "seq")
-        all_rows = (slice(0, end), "total")
-        for i in range(dims.n_text_layer):
-            b = f"decoder.blocks.{i}"
-            k_cache, v_cache = caches[2 * i], caches[2 * i + 1]
-            h = layer_norm(w, f"{b}.attn_ln", x)
-            q = split_heads(linear(w, f"{b}.attn.query", h), dims.n_text_head)
-            ops.buffer_store_slice(k_cache, linear(w, f"{b}.attn.key", h, bias=False), [slice(None), new_rows, slice(None)])
-            ops.buffer_store_slice(v_cache, linear(w, f"{b}.attn.value", h), [slice(None), new_rows, slice(None)])
-            k = split_heads(k_cache[:, all_rows, :], dims.n_text_head)
-            v = split_heads(v_cache[:, all_rows, :], dims.n_text_head)
-            x = x + linear(w, f"{b}.attn.out", merge_heads(attention(q, k, v, mask)))
-            h = layer_norm(w, f"{b}.cross_attn_ln", x)
-            q = split_heads(linear(w, f"{b}.cross_attn.query", h), dims.n_text_head)
-            x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i])))
-            x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
-        x = layer_norm(w, "decoder.ln", ops.gather(x, logit_pos, axis=1))
-        logits = x @ ops.transpose(w("decoder.token_embedding.weight"), 0, 1)
+
+        def cached(buf: BufferValue, new: TensorValue) -> TensorValue:
+            ops.buffer_store_slice(buf, new, [slice(None), (slice(offset, end), "seq"), slice(None)])
+            return buf[:, (slice(0, end), "total"), :]
+
+        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v)
+        logits = vocab_logits(w, ops.gather(x, logit_pos, axis=1))
         g.output(logits, greedy_choice(ops.cast(logits[:, -1, :], DType.float32), suppress, rules))
     return g
+
+
+# The single-token step's per-row input: the token, its position, then the token rules.
+STEP_COLUMNS = ("token", "position")
+
+
+def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
+    """One new token per row, each at its own position; every shape is fixed but the batch.
+
+    Self-attention runs over all n_text_ctx cache rows with the later ones masked, and the new key and
+    value are written by selecting the row, so no launch depends on a host value: the GPU can record
+    the step once per batch size and replay it (`Model.capture`), which is what makes a step cheap
+    there (an eager step is some hundred small kernel launches).
+    """
+    inputs = [
+        TensorType(DType.int64, ["batch", len(STEP_COLUMNS) + len(RULE_COLUMNS)], device),
+        TensorType(DType.float32, [dims.n_vocab], device),  # suppression: 0 or -inf per token
+    ] + cross_types(dims, dtype, device) + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
+    with Graph("whisper_decoder_step", input_types=inputs) as g:
+        step, suppress, cross_k, cross_v = (v.tensor for v in g.inputs[:4])
+        caches = [v.buffer for v in g.inputs[4:]]
+        token, position = step[:, 0:1], step[:, 1:2]  # [batch, 1]
+        x = embed(w, token, position)
+        rows = ops.unsqueeze(ops.range(0, dims.n_text_ctx, 1, out_dim=dims.n_text_ctx, dtype=DType.int64,
+                                       device=device), 0)  # [1, n_text_ctx]
+        is_new = ops.unsqueeze(rows == position, 2)  # [batch, n_text_ctx, 1]
+        future = ops.where(rows > position, ops.constant(-np.inf, dtype, device), ops.constant(0.0, dtype, device))
+        mask = ops.unsqueeze(ops.unsqueeze(future, 1), 1)  # [batch, 1 (head), 1 (query), n_text_ctx]
+
+        def cached(buf: BufferValue, new: TensorValue) -> TensorValue:
+            full = ops.where(is_new, new, ops.buffer_load(buf))
+            ops.buffer_store(buf, full)
+            return full
+
+        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v)
+        logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
+        g.output(greedy_choice(logits, suppress, step[:, len(STEP_COLUMNS):]))
+    return g
+
+
+def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> list[TensorType]:
+    """Cross-attention keys and values [layer, batch, head, n_audio_ctx, d_head]."""
+    head_dim = dims.n_text_state // dims.n_text_head
+    return [TensorType(dtype, [dims.n_text_layer, "batch", dims.n_text_head, dims.n_audio_ctx, head_dim], device)] * 2
+
+
+def embed(w: GraphWeights, tokens: TensorValue, positions: TensorValue) -> TensorValue:
+    """Token plus positional embedding: tokens [batch, seq], positions [seq] or [batch, seq] -> [batch, seq, d]."""
+    return (ops.gather(w("decoder.token_embedding.weight"), tokens, axis=0)
+            + ops.gather(w("decoder.positional_embedding"), positions, axis=0))
+
+
+def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, caches: list[BufferValue], cached,
+                   mask: TensorValue, cross_k: TensorValue, cross_v: TensorValue) -> TensorValue:
+    """The residual blocks; `cached(buffer, new rows)` stores the new keys or values in a cache buffer
+    and returns the rows attention sees."""
+    for i in range(dims.n_text_layer):
+        b = f"decoder.blocks.{i}"
+        h = layer_norm(w, f"{b}.attn_ln", x)
+        q = split_heads(linear(w, f"{b}.attn.query", h), dims.n_text_head)
+        k = split_heads(cached(caches[2 * i], linear(w, f"{b}.attn.key", h, bias=False)), dims.n_text_head)
+        v = split_heads(cached(caches[2 * i + 1], linear(w, f"{b}.attn.value", h)), dims.n_text_head)
+        x = x + linear(w, f"{b}.attn.out", merge_heads(attention(q, k, v, mask)))
+        h = layer_norm(w, f"{b}.cross_attn_ln", x)
+        q = split_heads(linear(w, f"{b}.cross_attn.query", h), dims.n_text_head)
+        x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i])))
+        x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
+    return x
+
+
+def vocab_logits(w: GraphWeights, x: TensorValue) -> TensorValue:
+    """Final layer norm, then logits against the token embedding (tied weights)."""
+    return layer_norm(w, "decoder.ln", x) @ ops.transpose(w("decoder.token_embedding.weight"), 0, 1)
 
 
 # Per decoding row, the tokens allowed at the next step are [0, text_end) (text, unless a timestamp
@@ -242,10 +301,16 @@ def build_reorder(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Gra
 
 # --- runtime -------------------------------------------------------------------
 
+GPU_MEMORY_PERCENT = 10  # default cap on MAX's GPU memory pool; the environment variable overrides it
+
+
 def resolve_device(device: str) -> driver.Device:
     if device == "cpu":
         return driver.CPU()
     if device in ("gpu", "cuda"):
+        # Recording a step (Model.capture) makes MAX's memory pool take most of the GPU unless capped
+        # (74 of 80 GB on an H100; the model needs about 1-3 GB). Set before the first GPU context.
+        os.environ.setdefault("MODULAR_DEVICE_CONTEXT_MEMORY_MANAGER_SIZE_PERCENT", str(GPU_MEMORY_PERCENT))
         if driver.accelerator_count() == 0:
             raise WhisperError("device 'gpu' requested but MAX finds no GPU on this machine")
         return driver.Accelerator()
@@ -270,7 +335,8 @@ class WhisperGraphs:
 
     ALL = ("encoder", "cross_kv", "decoder")  # and "reorder", compiled on first use (beam search)
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32", graphs: tuple[str, ...] = ALL):
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32", graphs: tuple[str, ...] = ALL,
+                 step_graph: bool | None = None, compiled: list[str] | None = None, export_to: str | None = None):
         self.dims = ckpt.dims
         self.device = resolve_device(device)
         self.device_ref = DeviceRef.from_device(self.device)
@@ -281,11 +347,21 @@ class WhisperGraphs:
             raise WhisperError(f"dtype {dtype} needs device gpu; the CPU engine runs float32")
         self.dtype = dtypes[dtype]
         self._state = {k: _cast(v, self.dtype) for k, v in ckpt.state.items()}  # lives as long as the models
-        self.session = InferenceSession(devices=[self.device])
+        # `compiled`: folders of graphs compiled ahead of time (`max-whisper compile`), used instead of
+        # compiling here; each must hold exactly the graph this code builds. `export_to`: the folder to
+        # write the compiled graphs to.
+        self.session = InferenceSession(devices=[self.device], export_mefs=export_to)
+        self._compiled = MefStore.for_import(compiled, verify_body=True) if compiled else None
         self.timings = Timings()
         builders = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder}
         for name in graphs:  # the hybrid backend compiles only the encoder
             setattr(self, name, self._compile(name, builders[name]))
+        # On a GPU, greedy steps replay a recorded single-token graph (see build_decoder_step); on the
+        # CPU it brings nothing, but `step_graph=True` runs it there too (to test it without a GPU).
+        self.decoder_step = None
+        if "decoder" in graphs and (step_graph if step_graph is not None else not self.device.is_host):
+            self.decoder_step = self._compile("decoder_step", build_decoder_step)
+        self._slots: dict[int, StepSlot] = {}
         self._reorder = None
         self._constants: dict[tuple, driver.Buffer] = {}  # small inputs reused by every call
 
@@ -299,7 +375,15 @@ class WhisperGraphs:
         start = time.perf_counter()
         w = GraphWeights(self._state, self.dtype, self.device_ref)
         graph = build(self.dims, w, self.dtype, self.device_ref)
-        model = self.session.load(graph, weights_registry=w.registry())
+        if self._compiled is not None:
+            try:
+                artifact = self._compiled.claim_import(graph)
+            except (MissingArtifactError, ArtifactBodyMismatch) as e:
+                raise WhisperError(f"--compiled: no compiled {name} graph for this model, device and version "
+                                   f"of max-whisper ({type(e).__name__}); run `max-whisper compile` again") from None
+            model = self.session.init(self.session.compile(artifact), weights_registry=w.registry())
+        else:
+            model = self.session.load(graph, weights_registry=w.registry())
         self.timings.compile[name] = time.perf_counter() - start
         return model
 
@@ -330,9 +414,16 @@ class WhisperGraphs:
         """Cross-attention keys/values for each decoding row, and an empty self-attention cache."""
         keys, values = self._run("cross_kv", self.cross_kv, features, self.to_device(rows.astype(np.int64)))
         batch = len(rows)
-        shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
-        caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
-        return DecoderState(self, keys, values, caches, self.suppression(()))
+        if self.decoder_step is None:
+            shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
+            caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
+            return DecoderState(self, keys, values, caches, self.suppression(()))
+        slot = self._slots.get(batch) or self._slots.setdefault(batch, StepSlot(self, batch, keys, values))
+        slot.cross_k.inplace_copy_from(keys)
+        slot.cross_v.inplace_copy_from(values)
+        state = DecoderState(self, slot.cross_k, slot.cross_v, slot.caches, self.suppression(()), slot=slot)
+        slot.owner = state
+        return state
 
     def positions(self, positions: tuple[int, ...]) -> driver.Buffer:
         """The decoder's logit-positions input (nearly every step asks for position 0 of one new token)."""
@@ -364,6 +455,7 @@ class DecoderState:
     caches: list[driver.Buffer]
     suppress: driver.Buffer
     offset: int = 0
+    slot: StepSlot | None = None  # GPU: the recorded single-token step and the buffers it reads
 
     def step(self, tokens: np.ndarray, logit_positions: list[int] | None = None) -> np.ndarray:
         """Feed new tokens [batch, seq]; returns float32 logits [batch, n_pos, vocab].
@@ -377,12 +469,25 @@ class DecoderState:
     def step_greedy(self, tokens: np.ndarray, rules: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed new tokens [batch, seq]; choose each row's next token on the device under `rules`
         [batch, len(RULE_COLUMNS)] and the suppression mask. Returns tokens and their log probabilities."""
-        _, choice = self._execute(tokens, None, rules)
+        if self.slot is not None and tokens.shape[1] == 1:
+            self._check_slot()
+            if self.offset + 1 > self.graphs.dims.n_text_ctx:
+                raise WhisperError(f"decoder context of {self.graphs.dims.n_text_ctx} tokens exceeded")
+            position = np.full((len(tokens), 1), self.offset, np.int64)
+            choice = self.slot.step(np.concatenate([tokens, position, rules], axis=1), self.suppress)
+            self.offset += 1
+        else:
+            _, choice = self._execute(tokens, None, rules)
         choice = self.graphs.to_host(choice)
         return choice[:, 0].astype(np.int64), choice[:, 1]
 
+    def _check_slot(self) -> None:
+        if self.slot is not None and self.slot.owner is not self:
+            raise WhisperError("internal error: a newer decoding run took over this run's GPU buffers")
+
     def _execute(self, tokens: np.ndarray, logit_positions: list[int] | None, rules: np.ndarray):
         g = self.graphs
+        self._check_slot()
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
         if self.offset + tokens.shape[1] > g.dims.n_text_ctx:
             raise WhisperError(f"decoder context of {g.dims.n_text_ctx} tokens exceeded")
@@ -397,7 +502,48 @@ class DecoderState:
     def reorder(self, source_rows: np.ndarray) -> None:
         """Beam search: row i of the cache becomes row source_rows[i]."""
         g = self.graphs
+        self._check_slot()
         g._run("reorder", g.reorder, g.to_device(np.asarray(source_rows, np.int64)), *self.caches)
+
+
+class StepSlot:
+    """The device buffers of decoding `batch` rows on a GPU, and the single-token step recorded on them.
+
+    A recorded step reads and writes fixed buffers, so every decoding run of this batch size uses
+    these (one run at a time: the newest run owns them); each step copies its inputs into `inputs`.
+    """
+
+    def __init__(self, graphs: WhisperGraphs, batch: int, cross_k: driver.Buffer, cross_v: driver.Buffer):
+        dims, dev = graphs.dims, graphs.device
+        self.graphs, self.batch = graphs, batch
+        self.inputs = driver.Buffer(DType.int64, (batch, len(STEP_COLUMNS) + len(RULE_COLUMNS)), dev)
+        self.suppress = driver.Buffer(DType.float32, (dims.n_vocab,), dev)
+        self.cross_k = driver.Buffer(graphs.dtype, tuple(cross_k.shape), dev)
+        self.cross_v = driver.Buffer(graphs.dtype, tuple(cross_v.shape), dev)
+        shape = (batch, dims.n_text_ctx, dims.n_text_state)
+        self.caches = [driver.Buffer(graphs.dtype, shape, dev) for _ in range(2 * dims.n_text_layer)]
+        self.owner: DecoderState | None = None
+        self._suppress_source: driver.Buffer | None = None
+        self._output: driver.Buffer | None = None
+
+    def step(self, inputs: np.ndarray, suppress: driver.Buffer) -> driver.Buffer:
+        """Run the step on `inputs` [batch, STEP_COLUMNS + RULE_COLUMNS]; returns the greedy choice."""
+        g, model = self.graphs, self.graphs.decoder_step
+        self.inputs.inplace_copy_from(driver.Buffer.from_numpy(np.ascontiguousarray(inputs, np.int64)))
+        if suppress is not self._suppress_source:
+            self.suppress.inplace_copy_from(suppress)
+            self._suppress_source = suppress
+        args = (self.inputs, self.suppress, self.cross_k, self.cross_v, *self.caches)
+        start = time.perf_counter()
+        if g.device.is_host:
+            self._output = model.execute(*args)[0]
+        else:
+            if self._output is None:
+                self._output = model.capture(self.batch, *args)[0]
+            model.replay(self.batch, *args)
+            g.device.synchronize()
+        g.timings.add("decoder_step", time.perf_counter() - start)
+        return self._output
 
 
 def _cast(array: np.ndarray, dtype: DType) -> np.ndarray:
