@@ -26,6 +26,7 @@ def main() -> None:
     p.add_argument("--model", default="tiny.en")
     p.add_argument("--copies", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--compiled", action="append", default=None, help="folders from `max-whisper compile`")
     p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "speech")
     args = p.parse_args()
     with open(args.speech / "refs.tsv", newline="") as f:
@@ -33,7 +34,7 @@ def main() -> None:
     lecture = mw.load_audio(args.speech / "lecture.flac")
     audio = np.concatenate([lecture] * args.copies)
     t = time.perf_counter()
-    model = mw.load_model(args.model, device=args.device)
+    model = mw.load_model(args.model, device=args.device, compiled=args.compiled)
     report = {"machine": _machine(), "model": args.model, "device": args.device, "copies": args.copies,
               "audio_s": len(audio) / 16000, "load_s": time.perf_counter() - t}
     for name, batch in (("sequential", None), (f"batch_size={args.batch_size}", args.batch_size)):

@@ -96,6 +96,25 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     return out if dtype == DType.float32 else ops.cast(out, dtype)
 
 
+def one_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
+    """`attention` for a single query position ([batch, head, 1, d_head] q), as broadcasts and sums.
+
+    The matmul form becomes MAX's fused flash-attention kernel, which on an H100 takes 55 us per
+    call for one query over 1500 keys; this form takes 13 us (benchmarks/README.md, step_parts.py).
+    """
+    dtype = q.dtype
+    if dtype != DType.float32:
+        q, k, v = (ops.cast(t, DType.float32) for t in (q, k, v))
+        if mask is not None:
+            mask = ops.cast(mask, DType.float32)
+    scale = 1.0 / float(np.sqrt(int(q.shape[-1])))
+    scores = ops.transpose(ops.sum(q * k, axis=-1), 2, 3) * scale  # [batch, head, 1, keys]
+    if mask is not None:
+        scores = scores + mask
+    out = ops.sum(ops.transpose(ops.softmax(scores), 2, 3) * v, axis=2)  # [batch, head, 1, d_head]
+    return out if dtype == DType.float32 else ops.cast(out, dtype)
+
+
 # --- graphs --------------------------------------------------------------------
 
 def build_encoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
@@ -202,7 +221,7 @@ def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, dev
             ops.buffer_store(buf, full)
             return full
 
-        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v)
+        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v, one_query_attention)
         logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
         g.output(greedy_choice(logits, suppress, step[:, len(STEP_COLUMNS):]))
     return g
@@ -221,7 +240,7 @@ def embed(w: GraphWeights, tokens: TensorValue, positions: TensorValue) -> Tenso
 
 
 def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, caches: list[BufferValue], cached,
-                   mask: TensorValue, cross_k: TensorValue, cross_v: TensorValue) -> TensorValue:
+                   mask: TensorValue, cross_k: TensorValue, cross_v: TensorValue, attend=attention) -> TensorValue:
     """The residual blocks; `cached(buffer, new rows)` stores the new keys or values in a cache buffer
     and returns the rows attention sees."""
     for i in range(dims.n_text_layer):
@@ -230,10 +249,10 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
         q = split_heads(linear(w, f"{b}.attn.query", h), dims.n_text_head)
         k = split_heads(cached(caches[2 * i], linear(w, f"{b}.attn.key", h, bias=False)), dims.n_text_head)
         v = split_heads(cached(caches[2 * i + 1], linear(w, f"{b}.attn.value", h)), dims.n_text_head)
-        x = x + linear(w, f"{b}.attn.out", merge_heads(attention(q, k, v, mask)))
+        x = x + linear(w, f"{b}.attn.out", merge_heads(attend(q, k, v, mask)))
         h = layer_norm(w, f"{b}.cross_attn_ln", x)
         q = split_heads(linear(w, f"{b}.cross_attn.query", h), dims.n_text_head)
-        x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i])))
+        x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attend(q, cross_k[i], cross_v[i])))
         x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
     return x
 
@@ -421,6 +440,7 @@ class WhisperGraphs:
         slot = self._slots.get(batch) or self._slots.setdefault(batch, StepSlot(self, batch, keys, values))
         slot.cross_k.inplace_copy_from(keys)
         slot.cross_v.inplace_copy_from(values)
+        self.device.synchronize()  # copies are asynchronous, even on the CPU; `keys` dies here
         state = DecoderState(self, slot.cross_k, slot.cross_v, slot.caches, self.suppression(()), slot=slot)
         slot.owner = state
         return state
@@ -525,14 +545,19 @@ class StepSlot:
         self.owner: DecoderState | None = None
         self._suppress_source: driver.Buffer | None = None
         self._output: driver.Buffer | None = None
+        # Host copy of `inputs`: it must outlive the asynchronous copy to the device.
+        self._staging = np.zeros(tuple(self.inputs.shape), np.int64)
+        self._staging_buffer = driver.Buffer.from_numpy(self._staging)
 
     def step(self, inputs: np.ndarray, suppress: driver.Buffer) -> driver.Buffer:
         """Run the step on `inputs` [batch, STEP_COLUMNS + RULE_COLUMNS]; returns the greedy choice."""
         g, model = self.graphs, self.graphs.decoder_step
-        self.inputs.inplace_copy_from(driver.Buffer.from_numpy(np.ascontiguousarray(inputs, np.int64)))
+        self._staging[...] = inputs
+        self.inputs.inplace_copy_from(self._staging_buffer)
         if suppress is not self._suppress_source:
             self.suppress.inplace_copy_from(suppress)
             self._suppress_source = suppress
+        g.device.synchronize()  # the step reads what the copies write (and the next step rewrites the staging)
         args = (self.inputs, self.suppress, self.cross_k, self.cross_v, *self.caches)
         start = time.perf_counter()
         if g.device.is_host:
