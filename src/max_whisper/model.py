@@ -541,7 +541,9 @@ class StepSlot:
         self.cross_k = driver.Buffer(graphs.dtype, tuple(cross_k.shape), dev)
         self.cross_v = driver.Buffer(graphs.dtype, tuple(cross_v.shape), dev)
         shape = (batch, dims.n_text_ctx, dims.n_text_state)
-        self.caches = [driver.Buffer(graphs.dtype, shape, dev) for _ in range(2 * dims.n_text_layer)]
+        # Zeroed: the step reads every row, and masked rows of fresh memory can hold inf or NaN
+        # (0 * NaN is NaN); later windows leave finite values there.
+        self.caches = [driver.Buffer.zeros(shape, graphs.dtype, dev) for _ in range(2 * dims.n_text_layer)]
         self.owner: DecoderState | None = None
         self._suppress_source: driver.Buffer | None = None
         self._output: driver.Buffer | None = None
