@@ -77,11 +77,15 @@ def merge_heads(x: TensorValue) -> TensorValue:
     return ops.reshape(ops.transpose(x, 1, 2), [b, t, int(h) * int(dh)])
 
 
-def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
+def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
+              one_query: bool = False) -> TensorValue:
     """softmax(q k^T / sqrt(d_head) + mask) v over [batch, head, time, d_head] values.
 
     Computed in float32 whatever the weights' dtype: MAX 26.7's fused fp16 attention kernel for
     Hopper fails to instantiate for Whisper's shapes (seen on an H100), and fp32 keeps the softmax exact.
+    `one_query`: q holds a single position, and the products are broadcasts and sums: the matmul form
+    becomes MAX's fused flash-attention kernel, which on an H100 takes 55 us per call for one query
+    over 1500 keys, this form 13 us (benchmarks/README.md, step_parts.py).
     """
     dtype = q.dtype
     if dtype != DType.float32:
@@ -89,29 +93,14 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
         if mask is not None:
             mask = ops.cast(mask, DType.float32)
     scale = 1.0 / float(np.sqrt(int(q.shape[-1])))
-    scores = (q @ ops.transpose(k, 2, 3)) * scale
+    if one_query:
+        scores = ops.transpose(ops.sum(q * k, axis=-1), 2, 3) * scale  # [batch, head, 1, keys]
+    else:
+        scores = (q @ ops.transpose(k, 2, 3)) * scale
     if mask is not None:
         scores = scores + mask
-    out = ops.softmax(scores) @ v
-    return out if dtype == DType.float32 else ops.cast(out, dtype)
-
-
-def one_query_attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None) -> TensorValue:
-    """`attention` for a single query position ([batch, head, 1, d_head] q), as broadcasts and sums.
-
-    The matmul form becomes MAX's fused flash-attention kernel, which on an H100 takes 55 us per
-    call for one query over 1500 keys; this form takes 13 us (benchmarks/README.md, step_parts.py).
-    """
-    dtype = q.dtype
-    if dtype != DType.float32:
-        q, k, v = (ops.cast(t, DType.float32) for t in (q, k, v))
-        if mask is not None:
-            mask = ops.cast(mask, DType.float32)
-    scale = 1.0 / float(np.sqrt(int(q.shape[-1])))
-    scores = ops.transpose(ops.sum(q * k, axis=-1), 2, 3) * scale  # [batch, head, 1, keys]
-    if mask is not None:
-        scores = scores + mask
-    out = ops.sum(ops.transpose(ops.softmax(scores), 2, 3) * v, axis=2)  # [batch, head, 1, d_head]
+    weights = ops.softmax(scores)
+    out = ops.sum(ops.transpose(weights, 2, 3) * v, axis=2) if one_query else weights @ v
     return out if dtype == DType.float32 else ops.cast(out, dtype)
 
 
@@ -221,7 +210,7 @@ def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, dev
             ops.buffer_store(buf, full)
             return full
 
-        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v, one_query_attention)
+        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v, one_query=True)
         logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
         g.output(greedy_choice(logits, suppress, step[:, len(STEP_COLUMNS):]))
     return g
@@ -240,19 +229,20 @@ def embed(w: GraphWeights, tokens: TensorValue, positions: TensorValue) -> Tenso
 
 
 def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, caches: list[BufferValue], cached,
-                   mask: TensorValue, cross_k: TensorValue, cross_v: TensorValue, attend=attention) -> TensorValue:
+                   mask: TensorValue, cross_k: TensorValue, cross_v: TensorValue,
+                   one_query: bool = False) -> TensorValue:
     """The residual blocks; `cached(buffer, new rows)` stores the new keys or values in a cache buffer
-    and returns the rows attention sees."""
+    and returns the rows attention sees; `one_query`: see `attention`."""
     for i in range(dims.n_text_layer):
         b = f"decoder.blocks.{i}"
         h = layer_norm(w, f"{b}.attn_ln", x)
         q = split_heads(linear(w, f"{b}.attn.query", h), dims.n_text_head)
         k = split_heads(cached(caches[2 * i], linear(w, f"{b}.attn.key", h, bias=False)), dims.n_text_head)
         v = split_heads(cached(caches[2 * i + 1], linear(w, f"{b}.attn.value", h)), dims.n_text_head)
-        x = x + linear(w, f"{b}.attn.out", merge_heads(attend(q, k, v, mask)))
+        x = x + linear(w, f"{b}.attn.out", merge_heads(attention(q, k, v, mask, one_query)))
         h = layer_norm(w, f"{b}.cross_attn_ln", x)
         q = split_heads(linear(w, f"{b}.cross_attn.query", h), dims.n_text_head)
-        x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attend(q, cross_k[i], cross_v[i])))
+        x = x + linear(w, f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i], one_query=one_query)))
         x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x))
     return x
 
