@@ -427,7 +427,9 @@ class WhisperGraphs:
             shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
             caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
             return DecoderState(self, keys, values, caches, self.suppression(()))
-        slot = self._slots.get(batch) or self._slots.setdefault(batch, StepSlot(self, batch, keys, values))
+        if batch not in self._slots:
+            self._slots[batch] = StepSlot(self, batch, keys, values)
+        slot = self._slots[batch]
         slot.cross_k.inplace_copy_from(keys)
         slot.cross_v.inplace_copy_from(values)
         self.device.synchronize()  # copies are asynchronous, even on the CPU; `keys` dies here
@@ -480,10 +482,7 @@ class DecoderState:
         """Feed new tokens [batch, seq]; choose each row's next token on the device under `rules`
         [batch, len(RULE_COLUMNS)] and the suppression mask. Returns tokens and their log probabilities."""
         if self.slot is not None and tokens.shape[1] == 1:
-            self._check_slot()
-            if self.offset + 1 > self.graphs.dims.n_text_ctx:
-                raise WhisperError(f"decoder context of {self.graphs.dims.n_text_ctx} tokens exceeded")
-            position = np.full((len(tokens), 1), self.offset, np.int64)
+            position = np.full((len(tokens), 1), self._claim(1), np.int64)
             choice = self.slot.step(np.concatenate([tokens, position, rules], axis=1), self.suppress)
             self.offset += 1
         else:
@@ -495,12 +494,18 @@ class DecoderState:
         if self.slot is not None and self.slot.owner is not self:
             raise WhisperError("internal error: a newer decoding run took over this run's GPU buffers")
 
+    def _claim(self, n_new: int) -> int:
+        """Checks that this run still owns its buffers and that `n_new` more tokens fit in the context;
+        returns the position of the first of them."""
+        self._check_slot()
+        if self.offset + n_new > self.graphs.dims.n_text_ctx:
+            raise WhisperError(f"decoder context of {self.graphs.dims.n_text_ctx} tokens exceeded")
+        return self.offset
+
     def _execute(self, tokens: np.ndarray, logit_positions: list[int] | None, rules: np.ndarray):
         g = self.graphs
-        self._check_slot()
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        if self.offset + tokens.shape[1] > g.dims.n_text_ctx:
-            raise WhisperError(f"decoder context of {g.dims.n_text_ctx} tokens exceeded")
+        self._claim(tokens.shape[1])
         positions = tuple(logit_positions if logit_positions is not None else [tokens.shape[1] - 1])
         offset = driver.Buffer.from_numpy(np.array(self.offset, dtype=np.int64))
         logits, choice = g._run("decoder", g.decoder, g.to_device(tokens), offset, g.positions(positions),
