@@ -13,6 +13,7 @@ import whisper
 from whisper.normalizers import EnglishTextNormalizer
 
 import max_whisper as mw
+from max_whisper.outputs import write_result
 from max_whisper.audio import LogMelFeatures
 from max_whisper.transcribe import plan_windows
 from conftest import references
@@ -79,7 +80,7 @@ def test_result_has_openai_keys(ours, theirs):
 
 def test_output_files_parse(ours, tmp_path):
     for fmt in ("txt", "srt", "vtt", "tsv", "json"):
-        mw.outputs.write_result(ours, tmp_path / "lecture.flac", tmp_path, fmt)
+        write_result(ours, tmp_path / "lecture.flac", tmp_path, fmt)
     spoken = [s for s in ours["segments"] if s["text"].strip()]
     subs = list(srt.parse((tmp_path / "lecture.srt").read_text()))
     assert len(subs) == len(spoken)
@@ -108,7 +109,7 @@ def test_failed_write_keeps_the_previous_file(ours, tmp_path, monkeypatch):
 
     monkeypatch.setitem(mw.outputs.WRITERS, "json", broken)
     with pytest.raises(OSError):
-        mw.outputs.write_result(ours, tmp_path / "talk.wav", tmp_path, "json")
+        write_result(ours, tmp_path / "talk.wav", tmp_path, "json")
     assert good.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["talk.json"]
 
