@@ -9,7 +9,8 @@ import numpy as np
 
 from .audio import N_FRAMES, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
-from .model import WhisperGraphs
+from .errors import WhisperError
+from .model import N_TIMESTAMPS, WhisperGraphs
 from .tokenizer import Tokenizer, get_tokenizer
 from .weights import Checkpoint
 
@@ -25,7 +26,10 @@ class WhisperModel:
         self.dims = ckpt.dims
         self.device = device
         self.dtype = dtype
-        get_tokenizer(ckpt.tokenizer_file, self.is_multilingual, self.num_languages)  # fail early on a bad file
+        tok = get_tokenizer(ckpt.tokenizer_file, self.is_multilingual, self.num_languages)  # fail early on a bad file
+        if tok.timestamp_begin != self.dims.n_vocab - N_TIMESTAMPS:  # the graphs' token choice relies on it
+            raise WhisperError(f"tokenizer's timestamps start at {tok.timestamp_begin}, not at the vocabulary's "
+                               f"last {N_TIMESTAMPS} tokens ({self.dims.n_vocab - N_TIMESTAMPS}): not a Whisper tokenizer for this model")
         self.graphs = WhisperGraphs(ckpt, device=device, dtype=dtype, step_graph=step_graph, compiled=compiled)
 
     @property

@@ -252,6 +252,10 @@ def vocab_logits(w: GraphWeights, x: TensorValue) -> TensorValue:
     return layer_norm(w, "decoder.ln", x) @ ops.transpose(w("decoder.token_embedding.weight"), 0, 1)
 
 
+# Whisper's vocabulary ends with its 1501 timestamp tokens (0.00 s to 30.00 s in 0.02 s steps); the
+# engine checks the tokenizer agrees (timestamp_begin == n_vocab - N_TIMESTAMPS).
+N_TIMESTAMPS = 1501
+
 # Per decoding row, the tokens allowed at the next step are [0, text_end) (text, unless a timestamp
 # must come), [eot, ts_begin) (end of text and other specials), and [ts_lo, ts_hi) (timestamps not
 # going back in time), minus the suppression mask; ts_rule 1 makes timestamps win when their summed
@@ -260,31 +264,47 @@ RULE_COLUMNS = ("text_end", "eot", "ts_begin", "ts_lo", "ts_hi", "ts_rule")
 
 
 def greedy_choice(logits: TensorValue, suppress: TensorValue, rules: TensorValue) -> TensorValue:
-    """[batch, vocab] float32 logits -> [batch, 2]: the most likely allowed token and its log probability."""
+    """[batch, vocab] float32 logits -> [batch, 2]: the most likely allowed token and its log probability.
+
+    openai-whisper's rule "timestamps win when their summed probability beats every text token" is
+    compared on the masked logits (log-sum-exp of the timestamps against the best text logit: both sides
+    of its log-probability comparison less the same normaliser), so the vocabulary is reduced in three
+    passes (masking, text argmax, text exp-sum) plus small ones over the timestamps, not ten.
+    """
     device = logits.device
-    vocab = ops.range(0, logits.shape[1], 1, out_dim=logits.shape[1], dtype=DType.int64, device=device)
+    n_vocab = int(logits.shape[1])
+    vocab = ops.range(0, n_vocab, 1, out_dim=n_vocab, dtype=DType.int64, device=device)
     idx = ops.unsqueeze(vocab, 0)
     text_end, eot, ts_begin, ts_lo, ts_hi, ts_rule = (rules[:, i:i + 1] for i in range(len(RULE_COLUMNS)))
     allowed = ops.logical_or(ops.logical_or(idx < text_end, ops.logical_and(idx >= eot, idx < ts_begin)),
                              ops.logical_and(idx >= ts_lo, idx < ts_hi))
-    neg_inf = ops.constant(-np.inf, DType.float32, device)
-    masked = ops.where(allowed, logits + suppress, neg_inf)
-    logprobs = ops.logsoftmax(masked)
-    is_text = idx < ts_begin
-    ts_mass = _logsumexp(ops.where(is_text, neg_inf, logprobs))
-    text_best = ops.max(ops.where(is_text, logprobs, neg_inf), axis=-1)
-    drop_text = ops.logical_and(ts_rule > 0, ts_mass > text_best)
-    final = ops.where(ops.logical_and(drop_text, is_text), neg_inf, masked)
-    token = ops.argmax(final, axis=-1)
-    logprob = ops.gather_nd(ops.logsoftmax(final), token, batch_dims=1)
-    return ops.concat([ops.cast(token, DType.float32), ops.unsqueeze(logprob, 1)], axis=1)
+    masked = ops.where(allowed, logits + suppress, ops.constant(-np.inf, DType.float32, device))
+    first_ts = n_vocab - N_TIMESTAMPS
+    text, stamps = masked[:, :first_ts], masked[:, first_ts:]
+    text_idx = ops.argmax(text, axis=-1)  # [batch, 1]; ties go to the lower token, as argmax over all does
+    text_max = ops.gather_nd(text, text_idx, batch_dims=1)  # [batch]
+    text_lse = _logsumexp(text, text_max)
+    stamp_idx = ops.argmax(stamps, axis=-1)
+    stamp_max = ops.gather_nd(stamps, stamp_idx, batch_dims=1)
+    stamp_lse = _logsumexp(stamps, stamp_max)
+    drop_text = ops.logical_and(ops.squeeze(ts_rule, 1) > 0, stamp_lse > text_max)
+    pick_stamp = ops.logical_or(drop_text, stamp_max > text_max)
+    token = ops.where(pick_stamp, ops.squeeze(stamp_idx, 1) + first_ts, ops.squeeze(text_idx, 1))
+    total = ops.where(drop_text, stamp_lse, _logaddexp(text_lse, stamp_lse))
+    logprob = ops.where(pick_stamp, stamp_max, text_max) - total
+    return ops.stack([ops.cast(token, DType.float32), logprob], axis=1)
 
 
-def _logsumexp(x: TensorValue) -> TensorValue:
-    """Over the last axis, keeping it; -inf when every entry is -inf."""
-    m = ops.max(x, axis=-1)
-    m = ops.where(ops.is_inf(m), ops.constant(0.0, DType.float32, x.device), m)
-    return m + ops.log(ops.sum(ops.exp(x - m), axis=-1))
+def _logsumexp(x: TensorValue, x_max: TensorValue) -> TensorValue:
+    """[batch, n], its row maxima [batch] -> [batch]; -inf for a row of -inf."""
+    m = ops.where(ops.is_inf(x_max), ops.constant(0.0, DType.float32, x.device), x_max)
+    return m + ops.log(ops.sum(ops.exp(x - ops.unsqueeze(m, 1)), axis=-1)[:, 0])
+
+
+def _logaddexp(a: TensorValue, b: TensorValue) -> TensorValue:
+    m = ops.max(a, b)
+    m = ops.where(ops.is_inf(m), ops.constant(0.0, DType.float32, a.device), m)
+    return m + ops.log(ops.exp(a - m) + ops.exp(b - m))
 
 
 def causal_mask(offset: TensorValue, end: TensorValue, positions: TensorValue,
