@@ -29,6 +29,7 @@ from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, Ten
 from max.graph.type import FilterLayout
 
 from .errors import WhisperError
+from .shipped import cpu_target, shipped_folder
 from .weights import Checkpoint, ModelDimensions
 
 LN_EPS = 1e-5
@@ -317,7 +318,7 @@ def causal_mask(offset: TensorValue, end: TensorValue, positions: TensorValue,
     return ops.where(future, neg, zero).to(device)
 
 
-def build_reorder(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Graph:
+def build_reorder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
     inputs = [TensorType(DType.int64, ["batch"], device)] + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
     with Graph("whisper_kv_reorder", input_types=inputs) as g:
         index = g.inputs[0].tensor
@@ -326,6 +327,10 @@ def build_reorder(dims: ModelDimensions, dtype: DType, device: DeviceRef) -> Gra
             ops.buffer_store(buf, ops.gather(ops.buffer_load(buf), index, axis=0))
         g.output()
     return g
+
+
+BUILDERS = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder,
+            "decoder_step": build_decoder_step, "reorder": build_reorder}
 
 
 # --- runtime -------------------------------------------------------------------
@@ -381,15 +386,18 @@ class WhisperGraphs:
         # write the compiled graphs to.
         self.session = InferenceSession(devices=[self.device], export_mefs=export_to)
         self._compiled = MefStore.for_import(compiled, verify_body=True) if compiled else None
+        # Otherwise the graphs shipped in the package for this CPU, if any hold what is built here.
+        shipped = shipped_folder(cpu_target()) if self.device.is_host and not compiled and not export_to else None
+        self._shipped = MefStore.for_import([shipped], verify_body=True) if shipped else None
         self.timings = Timings()
-        builders = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder}
+        self.sources: dict[str, str] = {}  # graph -> "compiled" (here), "--compiled" or "shipped"
         for name in graphs:  # the hybrid backend compiles only the encoder
-            setattr(self, name, self._compile(name, builders[name]))
+            setattr(self, name, self._compile(name))
         # On a GPU, greedy steps replay a recorded single-token graph (see build_decoder_step); on the
         # CPU it brings nothing, but `step_graph=True` runs it there too (to test it without a GPU).
         self.decoder_step = None
         if "decoder" in graphs and (step_graph if step_graph is not None else not self.device.is_host):
-            self.decoder_step = self._compile("decoder_step", build_decoder_step)
+            self.decoder_step = self._compile("decoder_step")
         self._slots: dict[int, StepSlot] = {}
         self._reorder = None
         self._constants: dict[tuple, driver.Buffer] = {}  # small inputs reused by every call
@@ -397,22 +405,34 @@ class WhisperGraphs:
     @property
     def reorder(self):
         if self._reorder is None:
-            self._reorder = self._compile("reorder", lambda dims, w, dtype, device: build_reorder(dims, dtype, device))
+            self._reorder = self._compile("reorder")
         return self._reorder
 
-    def _compile(self, name: str, build):
-        start = time.perf_counter()
+    def build(self, name: str) -> tuple[Graph, GraphWeights]:
+        """One of BUILDERS' graphs for this checkpoint, dtype and device, and the weights it uses."""
         w = GraphWeights(self._state, self.dtype, self.device_ref)
-        graph = build(self.dims, w, self.dtype, self.device_ref)
+        return BUILDERS[name](self.dims, w, self.dtype, self.device_ref), w
+
+    def _compile(self, name: str):
+        start = time.perf_counter()
+        graph, w = self.build(name)
+        artifact = None
         if self._compiled is not None:
             try:
                 artifact = self._compiled.claim_import(graph)
             except (MissingArtifactError, ArtifactBodyMismatch) as e:
                 raise WhisperError(f"--compiled: no compiled {name} graph for this model, device and version "
                                    f"of max-whisper ({type(e).__name__}); run `max-whisper compile` again") from None
+        elif self._shipped is not None:
+            try:
+                artifact = self._shipped.claim_import(graph)
+            except (MissingArtifactError, ArtifactBodyMismatch):
+                pass  # not shipped (another model or dtype): compiled below, like any graph
+        if artifact is not None:
             model = self.session.init(self.session.compile(artifact), weights_registry=w.registry())
         else:
             model = self.session.load(graph, weights_registry=w.registry())
+        self.sources[name] = "--compiled" if self._compiled else "shipped" if artifact else "compiled"
         self.timings.compile[name] = time.perf_counter() - start
         return model
 

@@ -1,0 +1,72 @@
+"""Compiled graphs shipped in the package, so that a first run loads them instead of compiling for minutes.
+
+`max-whisper compile --cpu-target T` writes MAX artifacts (MEF files and a manifest) for a CPU family;
+the package holds such folders for the default model (assets/compiled/<target>/, each MEF xz-compressed;
+`scripts/ship_compiled.py` makes them). On first use the folder for the best target this CPU runs is
+unpacked into the user's cache. They are a cache: a graph they do not hold (another model, dtype or
+device) is compiled as usual, and tests/test_shipped.py checks they hold exactly what this code builds.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+import platform
+import shutil
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+SHIPPED = Path(__file__).parent / "assets" / "compiled"
+
+# x86-64 micro-architecture levels, best first, and the CPU flags (as Linux names them) each needs.
+_V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+CPU_LEVELS = {
+    "x86-64-v4": _V3 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+    "x86-64-v3": _V3,
+}
+
+
+def cpu_target(cpuinfo: str | None = None) -> str | None:
+    """The best shipped CPU target this machine runs, or None (not x86-64 Linux, or too old a CPU)."""
+    if cpuinfo is None:
+        if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+            return None
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return next((level for level, needed in CPU_LEVELS.items() if needed <= set(flags)), None)
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "max-whisper" / "compiled" / f"max-{version('max')}"
+
+
+def shipped_folder(target: str | None) -> Path | None:
+    """The unpacked folder of graphs shipped for `target`, unpacking it on first use; None if none ships."""
+    source = SHIPPED / f"{target}-max-{version('max')}" if target else None
+    if source is None or not (source / "manifest.json").is_file():
+        return None
+    dest = cache_root() / target
+    manifest = (source / "manifest.json").read_text()
+    if (dest / "manifest.json").is_file() and (dest / "manifest.json").read_text() == manifest:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Unpack beside the destination and rename, so a concurrent or interrupted run never sees half a folder.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=dest.parent))
+    try:
+        for packed in source.glob("*.mef.xz"):
+            with lzma.open(packed) as src, open(staging / packed.name[:-3], "wb") as out:
+                shutil.copyfileobj(src, out)
+        (staging / "manifest.json").write_text(manifest)  # last: a folder with a manifest is complete
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            staging.rename(dest)
+        except OSError:  # another process put it there first
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest if (dest / "manifest.json").is_file() else None

@@ -1,0 +1,59 @@
+"""The compiled graphs shipped in the package: chosen by CPU, and exactly what this code builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+
+import pytest
+from max.engine import MefStore
+
+from max_whisper.shipped import CPU_LEVELS, SHIPPED, cpu_target
+
+V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
+V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
+SHIPPED_GRAPHS = ("encoder", "cross_kv", "decoder", "reorder")  # what `max-whisper compile` writes for the CPU
+
+
+def test_cpu_target_from_flags():
+    assert cpu_target(f"processor\t: 0\nflags\t\t: {V4_FLAGS}\n") == "x86-64-v4"
+    assert cpu_target(f"flags\t\t: {V3_FLAGS}\n") == "x86-64-v3"
+    assert cpu_target(f"flags\t\t: {V3_FLAGS.replace(' avx2', '')}\n") is None  # no AVX2: nothing shipped fits
+    assert cpu_target("processor\t: 0\n") is None
+
+
+@pytest.mark.parametrize("target", list(CPU_LEVELS))
+def test_shipped_graphs_are_what_this_code_builds(tiny, target):
+    """Each shipped folder holds the default model's CPU graphs with the bodies this code builds; after a change
+    to a graph this fails until `python scripts/ship_compiled.py` is run again."""
+    folder = SHIPPED / f"{target}-max-{version('max')}"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    store = MefStore.for_import([folder], verify_body=True)
+    for name in SHIPPED_GRAPHS:
+        graph, _ = tiny.graphs.build(name)
+        artifact = store.claim_import(graph)  # raises ArtifactBodyMismatch for a stale graph
+        assert (folder / f"{artifact.name}.xz").is_file()
+    assert len(manifest["graphs"]) == len(SHIPPED_GRAPHS)
+
+
+def test_default_model_loads_shipped_graphs(tiny):
+    if cpu_target() is None:
+        pytest.skip("this CPU runs none of the shipped targets")
+    assert tiny.graphs.sources == {name: "shipped" for name in ("encoder", "cross_kv", "decoder")}
+
+
+def test_first_run_after_install_uses_shipped_graphs(tmp_path):
+    """A fresh home (no MAX cache, no unpacked graphs): the sample transcribes from the shipped graphs."""
+    target = cpu_target()
+    if target is None:
+        pytest.skip("this CPU runs none of the shipped targets")
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "max_whisper.cli", "transcribe", "--sample"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "ask not what your country can do for you" in proc.stdout
+    unpacked = tmp_path / "cache" / "max-whisper" / "compiled" / f"max-{version('max')}" / target
+    assert len(list(unpacked.glob("*.mef"))) == len(SHIPPED_GRAPHS)
