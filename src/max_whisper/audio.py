@@ -176,6 +176,12 @@ class LogMelFeatures:
         """Samples [start, stop) of the centred signal: the audio, then `padding` zeros, both
         ends reflect-padded by half a window (torch.stft's center=True)."""
         length = self.audio.size + self.padding
+        first, last = start - N_FFT // 2, stop - N_FFT // 2  # positions in the unpadded signal
+        if first >= 0 and last <= length:  # away from both ends: a plain slice (no reflection)
+            out = np.zeros(stop - start, dtype=np.float32)
+            audio = self.audio[first:min(last, self.audio.size)]
+            out[:audio.size] = audio
+            return out
         idx = np.arange(start, stop) - N_FFT // 2
         idx = np.where(idx < 0, -idx, idx)
         idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
