@@ -10,8 +10,9 @@ from importlib.metadata import version
 
 import pytest
 from max.engine import MefStore
+from max.graph import DeviceRef
 
-from max_whisper.shipped import CPU_LEVELS, SHIPPED, cpu_target
+from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target, shipped_target
 
 V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
 V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
@@ -25,18 +26,35 @@ def test_cpu_target_from_flags():
     assert cpu_target("processor\t: 0\n") is None
 
 
-@pytest.mark.parametrize("target", list(CPU_LEVELS))
+def test_gpu_target_by_architecture():
+    """GPU graphs compiled for sm_90 serve devices MAX names sm_90 or sm_90a; other GPUs compile their own."""
+    if cpu_target() is None:
+        pytest.skip("this CPU runs none of the shipped targets")
+
+    class Device:  # the two attributes of max.driver.Accelerator that choose a target
+        is_host = False
+
+        def __init__(self, arch):
+            self.architecture_name = arch
+
+    assert shipped_target(Device("sm_90a")) == shipped_target(Device("sm_90")) == f"sm_90-{GPU_HOST_LEVEL}"
+    assert shipped_target(Device("sm_80")) is None
+
+
+@pytest.mark.parametrize("target", [*CPU_LEVELS, *(f"{arch}-{GPU_HOST_LEVEL}" for arch in GPU_ARCHS)])
 def test_shipped_graphs_are_what_this_code_builds(tiny, target):
-    """Each shipped folder holds the default model's CPU graphs with the bodies this code builds; after a change
+    """Each shipped folder holds the default model's graphs with the bodies this code builds; after a change
     to a graph this fails until `python scripts/ship_compiled.py` is run again."""
     folder = SHIPPED / f"{target}-max-{version('max')}"
     manifest = json.loads((folder / "manifest.json").read_text())
+    on_gpu = target not in CPU_LEVELS
+    names = SHIPPED_GRAPHS + ("decoder_step",) if on_gpu else SHIPPED_GRAPHS  # the GPU's recorded step
     store = MefStore.for_import([folder], verify_body=True)
-    for name in SHIPPED_GRAPHS:
-        graph, _ = tiny.graphs.build(name)
+    for name in names:
+        graph, _ = tiny.graphs.build(name, DeviceRef.GPU() if on_gpu else None)
         artifact = store.claim_import(graph)  # raises ArtifactBodyMismatch for a stale graph
         assert (folder / f"{artifact.name}.xz").is_file()
-    assert len(manifest["graphs"]) == len(SHIPPED_GRAPHS)
+    assert len(manifest["graphs"]) == len(names)
 
 
 def test_default_model_loads_shipped_graphs(tiny):

@@ -29,7 +29,7 @@ from max.graph import BufferType, BufferValue, DeviceRef, Graph, TensorType, Ten
 from max.graph.type import FilterLayout
 
 from .errors import WhisperError
-from .shipped import cpu_target, shipped_folder
+from .shipped import shipped_folder, shipped_target
 from .weights import Checkpoint, ModelDimensions
 
 LN_EPS = 1e-5
@@ -386,8 +386,8 @@ class WhisperGraphs:
         # write the compiled graphs to.
         self.session = InferenceSession(devices=[self.device], export_mefs=export_to)
         self._compiled = MefStore.for_import(compiled, verify_body=True) if compiled else None
-        # Otherwise the graphs shipped in the package for this CPU, if any hold what is built here.
-        shipped = shipped_folder(cpu_target()) if self.device.is_host and not compiled and not export_to else None
+        # Otherwise the graphs shipped in the package for this device, if any hold what is built here.
+        shipped = shipped_folder(shipped_target(self.device)) if not compiled and not export_to else None
         self._shipped = MefStore.for_import([shipped], verify_body=True) if shipped else None
         self.timings = Timings()
         self.sources: dict[str, str] = {}  # graph -> "compiled" (here), "--compiled" or "shipped"
@@ -408,10 +408,12 @@ class WhisperGraphs:
             self._reorder = self._compile("reorder")
         return self._reorder
 
-    def build(self, name: str) -> tuple[Graph, GraphWeights]:
-        """One of BUILDERS' graphs for this checkpoint, dtype and device, and the weights it uses."""
-        w = GraphWeights(self._state, self.dtype, self.device_ref)
-        return BUILDERS[name](self.dims, w, self.dtype, self.device_ref), w
+    def build(self, name: str, device: DeviceRef | None = None) -> tuple[Graph, GraphWeights]:
+        """One of BUILDERS' graphs for this checkpoint and dtype, on this device (or `device`: graphs for
+        another device can be built, not run), and the weights it uses."""
+        device = device or self.device_ref
+        w = GraphWeights(self._state, self.dtype, device)
+        return BUILDERS[name](self.dims, w, self.dtype, device), w
 
     def _compile(self, name: str):
         start = time.perf_counter()

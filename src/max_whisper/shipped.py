@@ -1,9 +1,10 @@
 """Compiled graphs shipped in the package, so that a first run loads them instead of compiling for minutes.
 
-`max-whisper compile --cpu-target T` writes MAX artifacts (MEF files and a manifest) for a CPU family;
-the package holds such folders for the default model (assets/compiled/<target>/, each MEF xz-compressed;
-`scripts/ship_compiled.py` makes them). On first use the folder for the best target this CPU runs is
-unpacked into the user's cache. They are a cache: a graph they do not hold (another model, dtype or
+`max-whisper compile --cpu-target T [--device gpu --gpu-arch A]` writes MAX artifacts (MEF files and a
+manifest) for a CPU family or a GPU architecture; the package holds such folders for the default model
+(assets/compiled/<target>-max-<version>/, each MEF xz-compressed;
+`scripts/ship_compiled.py` makes them). On first use the folder for the device, and the best level this
+CPU runs, is unpacked into the user's cache. They are a cache: a graph they do not hold (another model, dtype or
 device) is compiled as usual, and tests/test_shipped.py checks they hold exactly what this code builds.
 """
 
@@ -38,6 +39,21 @@ def cpu_target(cpuinfo: str | None = None) -> str | None:
             return None
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     return next((level for level, needed in CPU_LEVELS.items() if needed <= set(flags)), None)
+
+
+# Shipped GPU graphs also hold host code, compiled for the most portable CPU level shipped.
+GPU_HOST_LEVEL = "x86-64-v3"
+# GPU architectures compiled for (`--gpu-arch`), and the names MAX gives the devices each runs on.
+GPU_ARCHS = {"sm_90": ("sm_90", "sm_90a")}  # NVIDIA Hopper (H100, H200)
+
+
+def shipped_target(device) -> str | None:
+    """The shipped folder's target for a MAX device on this machine: a CPU level, or `<gpu arch>-<level>`."""
+    level = cpu_target()
+    if level is None or device.is_host:
+        return level
+    arch = next((arch for arch, names in GPU_ARCHS.items() if device.architecture_name in names), None)
+    return f"{arch}-{GPU_HOST_LEVEL}" if arch else None
 
 
 def cache_root() -> Path:
