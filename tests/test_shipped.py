@@ -12,7 +12,7 @@ import pytest
 from max.engine import MefStore
 from max.graph import DeviceRef
 
-from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target, shipped_target
+from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target, shipped_folder, shipped_target
 
 V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
 V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
@@ -76,3 +76,17 @@ def test_first_run_after_install_uses_shipped_graphs(tmp_path):
     assert "ask not what your country can do for you" in proc.stdout
     unpacked = tmp_path / "cache" / "max-whisper" / "compiled" / f"max-{version('max')}" / target
     assert len(list(unpacked.glob("*.mef"))) == len(SHIPPED_GRAPHS)
+
+
+def test_unwritable_cache_compiles_instead(tmp_path, monkeypatch):
+    """Where the cache cannot be written, the shipped graphs are skipped with a warning (compiled as usual)."""
+    target = cpu_target()
+    if target is None:
+        pytest.skip("this CPU runs none of the shipped targets")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.warns(UserWarning, match="cannot unpack the shipped compiled graphs"):
+        assert shipped_folder(target) is None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert (shipped_folder(target) / "manifest.json").is_file()

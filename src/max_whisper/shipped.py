@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -70,9 +71,18 @@ def shipped_folder(target: str | None) -> Path | None:
     manifest = (source / "manifest.json").read_text()
     if (dest / "manifest.json").is_file() and (dest / "manifest.json").read_text() == manifest:
         return dest
+    try:
+        _unpack(source, dest, manifest)
+    except OSError as e:  # e.g. a read-only home: the graphs are compiled instead, as without shipped ones
+        warnings.warn(f"cannot unpack the shipped compiled graphs into {dest} ({e}); compiling them instead")
+        return None
+    return dest if (dest / "manifest.json").is_file() else None
+
+
+def _unpack(source: Path, dest: Path, manifest: str) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Unpack beside the destination and rename, so a concurrent or interrupted run never sees half a folder.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target}-", dir=dest.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
     try:
         for packed in source.glob("*.mef.xz"):
             with lzma.open(packed) as src, open(staging / packed.name[:-3], "wb") as out:
@@ -85,4 +95,3 @@ def shipped_folder(target: str | None) -> Path | None:
             pass
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return dest if (dest / "manifest.json").is_file() else None
