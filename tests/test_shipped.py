@@ -17,6 +17,7 @@ from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, 
 V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
 V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
 SHIPPED_GRAPHS = ("encoder", "cross_kv", "decoder", "reorder")  # what `max-whisper compile` writes for the CPU
+needs_shipped_cpu = pytest.mark.skipif(cpu_target() is None, reason="this CPU runs none of the shipped targets")
 
 
 def test_cpu_target_from_flags():
@@ -26,10 +27,9 @@ def test_cpu_target_from_flags():
     assert cpu_target("processor\t: 0\n") is None
 
 
+@needs_shipped_cpu
 def test_gpu_target_by_architecture():
     """GPU graphs compiled for sm_90 serve devices MAX names sm_90 or sm_90a; other GPUs compile their own."""
-    if cpu_target() is None:
-        pytest.skip("this CPU runs none of the shipped targets")
 
     class Device:  # the two attributes of max.driver.Accelerator that choose a target
         is_host = False
@@ -57,18 +57,16 @@ def test_shipped_graphs_are_what_this_code_builds(tiny, target):
     assert len(manifest["graphs"]) == len(names)
 
 
+@needs_shipped_cpu
 def test_default_model_loads_shipped_graphs(tiny):
-    if cpu_target() is None:
-        pytest.skip("this CPU runs none of the shipped targets")
     loaded = {name: tiny.graphs.sources[name] for name in ("encoder", "cross_kv", "decoder")}  # reorder: on first use
     assert loaded == {name: "shipped" for name in loaded}
 
 
+@needs_shipped_cpu
 def test_first_run_after_install_uses_shipped_graphs(tmp_path):
     """A fresh home (no MAX cache, no unpacked graphs): the sample transcribes from the shipped graphs."""
     target = cpu_target()
-    if target is None:
-        pytest.skip("this CPU runs none of the shipped targets")
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "max_whisper.cli", "transcribe", "--sample"], env=env,
                           capture_output=True, text=True, timeout=900)
@@ -78,11 +76,10 @@ def test_first_run_after_install_uses_shipped_graphs(tmp_path):
     assert len(list(unpacked.glob("*.mef"))) == len(SHIPPED_GRAPHS)
 
 
+@needs_shipped_cpu
 def test_unwritable_cache_compiles_instead(tmp_path, monkeypatch):
     """Where the cache cannot be written, the shipped graphs are skipped with a warning (compiled as usual)."""
     target = cpu_target()
-    if target is None:
-        pytest.skip("this CPU runs none of the shipped targets")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
