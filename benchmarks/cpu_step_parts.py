@@ -1,5 +1,5 @@
-"""Where a greedy decoder step's time goes on the CPU: the whole step (the engine's decoder graph) against
-its vocabulary part alone (final layer norm, projection onto the 51864 tokens, greedy choice), batch 1.
+"""Where a greedy decoder step's time goes on the CPU: the whole step (the engine's one-row decoder graph)
+against its vocabulary part alone (final layer norm, projection onto the 51864 tokens, greedy choice), batch 1.
 
     python benchmarks/cpu_step_parts.py [--context 100] [--steps 50]
 
@@ -55,7 +55,7 @@ def main() -> None:
               TensorType(DType.int64, [1, len(RULE_COLUMNS)], g.device_ref)]
     with Graph("vocab_part", input_types=inputs) as graph:
         x, suppress, rule_in = (v.tensor for v in graph.inputs)
-        graph.output(greedy_choice(vocab_logits(w, x)[:, 0, :], suppress, rule_in))
+        graph.output(greedy_choice(vocab_logits(w, x, one_row=True)[:, 0, :], suppress, rule_in))
     start = time.perf_counter()
     vocab = g.session.load(graph, weights_registry=w.registry())
     compile_s = time.perf_counter() - start

@@ -31,7 +31,9 @@ def test_decoder_logits_match_reference(tiny, tiny_ref, speech):
     tokens = np.array([[50257, 50362, 400, 370]])
     state = tiny.graphs.start_decoding(features, np.array([0]))
     prompt_logits = state.step(tokens[:, :3], [0, 1, 2])
-    step_logits = state.step(tokens[:, 3:])  # through the KV cache
+    row_calls = tiny.graphs.timings.calls.get("decoder_row", 0)
+    step_logits = state.step(tokens[:, 3:])  # through the KV cache, in the one-row graph
+    assert tiny.graphs.timings.calls["decoder_row"] == row_calls + 1
     with torch.no_grad():
         theirs = tiny_ref.decoder(torch.from_numpy(tokens), torch.from_numpy(features.to_numpy())).numpy()
     assert np.abs(prompt_logits - theirs[:, :3]).max() < 1e-3

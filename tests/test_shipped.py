@@ -16,7 +16,8 @@ from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, 
 
 V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
 V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
-SHIPPED_GRAPHS = ("encoder", "cross_kv", "decoder", "reorder")  # what `max-whisper compile` writes for the CPU
+CPU_GRAPHS = ("encoder", "cross_kv", "decoder", "decoder_row", "reorder")  # what `max-whisper compile` writes for the CPU
+GPU_GRAPHS = ("encoder", "cross_kv", "decoder", "decoder_step", "reorder")  # the GPU records a step, has no row graph
 needs_shipped_cpu = pytest.mark.skipif(cpu_target() is None, reason="this CPU runs none of the shipped targets")
 
 
@@ -48,7 +49,7 @@ def test_shipped_graphs_are_what_this_code_builds(tiny, target):
     folder = SHIPPED / f"{target}-max-{version('max')}"
     manifest = json.loads((folder / "manifest.json").read_text())
     on_gpu = target not in CPU_LEVELS
-    names = SHIPPED_GRAPHS + ("decoder_step",) if on_gpu else SHIPPED_GRAPHS  # the GPU's recorded step
+    names = GPU_GRAPHS if on_gpu else CPU_GRAPHS
     store = MefStore.for_import([folder], verify_body=True)
     for name in names:
         graph, _ = tiny.graphs.build(name, DeviceRef.GPU() if on_gpu else None)
@@ -59,7 +60,7 @@ def test_shipped_graphs_are_what_this_code_builds(tiny, target):
 
 @needs_shipped_cpu
 def test_default_model_loads_shipped_graphs(tiny):
-    loaded = {name: tiny.graphs.sources[name] for name in ("encoder", "cross_kv", "decoder")}  # reorder: on first use
+    loaded = {name: tiny.graphs.sources[name] for name in ("encoder", "cross_kv", "decoder", "decoder_row")}  # reorder: on first use
     assert loaded == {name: "shipped" for name in loaded}
 
 
@@ -73,7 +74,7 @@ def test_first_run_after_install_uses_shipped_graphs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ask not what your country can do for you" in proc.stdout
     unpacked = tmp_path / "cache" / "max-whisper" / "compiled" / f"max-{version('max')}" / target
-    assert len(list(unpacked.glob("*.mef"))) == len(SHIPPED_GRAPHS)
+    assert len(list(unpacked.glob("*.mef"))) == len(CPU_GRAPHS)
 
 
 @needs_shipped_cpu
