@@ -112,27 +112,29 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
         if mask is not None:
             mask = ops.cast(mask, DType.float32)
     scale = 1.0 / float(np.sqrt(int(q.shape[-1])))
+    # On the CPU with a symbolic batch, batch and heads become one dimension: MAX 26.7's CPU matmul over
+    # [batch, head] with a symbolic batch is 6x slower (a decoder step's cross-attention, 4 layers:
+    # 2.65 -> 0.44 ms; with a static batch the 4-D form takes 0.17 ms). On a GPU the 4-D form is the one
+    # MAX fuses into its flash-attention kernel.
+    merged = not one_query and q.device.is_cpu() and not isinstance(q.shape[0], StaticDim)
     if one_query:
         scores = ops.transpose(ops.sum(q * k, axis=-1), 2, 3) * scale  # [batch, head, 1, keys]
-        if mask is not None:
-            scores = scores + mask
-        out = ops.sum(ops.transpose(ops.softmax(scores), 2, 3) * v, axis=2)
-    elif q.device.is_cpu() and not isinstance(q.shape[0], StaticDim):
-        # Batch and heads as one dimension: MAX 26.7's CPU matmul over [batch, head] with a symbolic
-        # batch is 6x slower (a decoder step's cross-attention, 4 layers: 2.65 -> 0.44 ms; with a
-        # static batch the 4-D form below takes 0.17 ms).
+    elif merged:
         batch, heads, seq, d_head = q.shape
         keys = k.shape[2]
         q3, k3, v3 = (ops.reshape(t, [-1, t.shape[2], d_head]) for t in (q, k, v))
         scores = ops.reshape((q3 @ ops.transpose(k3, 1, 2)) * scale, [batch, heads, seq, keys])
-        if mask is not None:
-            scores = scores + mask
-        out = ops.reshape(ops.reshape(ops.softmax(scores), [-1, seq, keys]) @ v3, [batch, heads, seq, d_head])
-    else:  # on a GPU, the form MAX fuses into its flash-attention kernel
+    else:
         scores = (q @ ops.transpose(k, 2, 3)) * scale
-        if mask is not None:
-            scores = scores + mask
-        out = ops.softmax(scores) @ v
+    if mask is not None:
+        scores = scores + mask
+    weights = ops.softmax(scores)
+    if one_query:
+        out = ops.sum(ops.transpose(weights, 2, 3) * v, axis=2)
+    elif merged:
+        out = ops.reshape(ops.reshape(weights, [-1, seq, keys]) @ v3, [batch, heads, seq, d_head])
+    else:
+        out = weights @ v
     return out if dtype == DType.float32 else ops.cast(out, dtype)
 
 
