@@ -30,6 +30,7 @@ import numpy as np
 
 import max_whisper as mw
 from max_whisper.bench import word_error_rate
+from max_whisper.model import STEPS_PER_CALL
 
 
 def clip_tokens(model, speech: Path, clips: list[str]) -> dict:
@@ -59,11 +60,12 @@ def steady_state(model, lecture: np.ndarray) -> dict:
         t = time.perf_counter()
         state.step(np.array([[262]]))  # logits to the host
         step.append(time.perf_counter() - t)
-    rules = np.array([[50256, 50256, 50363, 50363, 51864, 1]])
+    rule_state = np.array([[50256, 1, 0, 1, -1]])  # end of text, timestamp rules on, no timestamp yet
     for _ in range(100):
+        state.offset = 3  # each call runs STEPS_PER_CALL steps from position 3
         t = time.perf_counter()
-        state.step_greedy(np.array([[262]]), rules)  # only the chosen token to the host
-        greedy.append(time.perf_counter() - t)
+        state.steps_greedy(np.array([[262]]), rule_state)  # only the chosen tokens to the host
+        greedy.append((time.perf_counter() - t) / STEPS_PER_CALL)
     model.transcribe(lecture, temperature=0.0)  # warm-up
     g0, t0 = model.max_graph_seconds(), time.perf_counter()
     result = model.transcribe(lecture, temperature=0.0)

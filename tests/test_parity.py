@@ -111,6 +111,15 @@ def test_step_graph_tokens_equal(tiny_step, tiny_ref, speech, clip):
     assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-3)
 
 
+def test_step_graph_takes_steps_up_to_the_limit(tiny, tiny_step, speech):
+    """A call makes STEPS_PER_CALL choices; decoding takes only those within sample_len."""
+    mel = window(tiny, speech, "jfk.wav")
+    options = mw.DecodingOptions(language="en", sample_len=mw.model.STEPS_PER_CALL + 3)
+    ours = tiny_step.decode(mel, options)
+    assert len(ours.tokens) == options.sample_len
+    assert ours.tokens == tiny.decode(mel, options).tokens
+
+
 def test_step_graph_batch_and_longform_equal(tiny, tiny_step, speech):
     mels = np.stack([window(tiny, speech, clip) for clip in SHORT_CLIPS[:3]])
     options = mw.DecodingOptions(language="en")

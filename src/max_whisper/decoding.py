@@ -105,23 +105,27 @@ class ApplyTimestampRules:
         self.sample_begin = sample_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
 
+    def state(self, row: np.ndarray) -> tuple[bool, bool, int]:
+        """What the rules need of one row's sampled tokens: was the last a timestamp, was the one before
+        (true while fewer than two were sampled), and the last timestamp (-1: none yet)."""
+        sampled = row[self.sample_begin:]
+        is_ts = sampled >= self.tok.timestamp_begin
+        last_ts = int(sampled[is_ts][-1]) if is_ts.any() else -1
+        return len(sampled) >= 1 and bool(is_ts[-1]), len(sampled) < 2 or bool(is_ts[-2]), last_ts
+
     def bounds(self, row: np.ndarray, vocab: int) -> tuple[bool, int, int]:
         """For one row of tokens, after the first step: is text allowed next, and the range
-        [lo, hi) of allowed timestamp tokens."""
-        ts_begin = self.tok.timestamp_begin
-        sampled = row[self.sample_begin:]
-        last_was_ts = len(sampled) >= 1 and sampled[-1] >= ts_begin
-        penultimate_was_ts = len(sampled) < 2 or sampled[-2] >= ts_begin
-        text_ok, lo, hi = True, ts_begin, vocab
+        [lo, hi) of allowed timestamp tokens. (model.timestamp_rules is the same in a graph.)"""
+        last_was_ts, penultimate_was_ts, last_ts = self.state(row)
+        text_ok, lo, hi = True, self.tok.timestamp_begin, vocab
         if last_was_ts:
             if penultimate_was_ts:
                 lo = hi = vocab  # a pair is complete: text or end of text must follow
             else:
                 text_ok = False  # an open pair: a timestamp or end of text must follow
-        timestamps = sampled[sampled >= ts_begin]
-        if timestamps.size > 0:
+        if last_ts >= 0:
             # never go back in time; a segment has nonzero length
-            lo = max(lo, timestamps[-1] if last_was_ts and not penultimate_was_ts else timestamps[-1] + 1)
+            lo = max(lo, last_ts if last_was_ts and not penultimate_was_ts else last_ts + 1)
         return text_ok, int(lo), int(hi)
 
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
@@ -367,9 +371,12 @@ class DecodingTask:
         on_device = self._greedy_on_device()
         if on_device:
             state.suppress = self.model.graphs.suppression(self._suppressed_on_device())
+        choices: list[tuple[np.ndarray, np.ndarray]] = []  # made on the device, not yet taken
         for i in range(self.sample_len):
             if i > 0 and on_device:
-                next_tokens, logprobs = state.step_greedy(tokens[:, -1:], self._rules(tokens))
+                if not choices:
+                    choices = self._greedy_steps(state, tokens)
+                next_tokens, logprobs = choices.pop(0)
                 tokens, completed = self.decoder.append(tokens, next_tokens, logprobs, sum_logprobs)
             else:
                 if i == 0:
@@ -401,6 +408,13 @@ class DecodingTask:
             ids.add(self.tokenizer.no_timestamps)
         return tuple(sorted(ids))
 
+    def _greedy_steps(self, state: DecoderState, tokens: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The next greedy choices: one step's, or several where the graph follows the rules itself
+        (a GPU's recorded steps); the caller takes them up to the end of the rows or the limits."""
+        if state.slot is None:
+            return [state.step_greedy(tokens[:, -1:], self._rules(tokens))]
+        return state.steps_greedy(tokens[:, -1:], self._rule_state(tokens))
+
     def _rules(self, tokens: np.ndarray) -> np.ndarray:
         """Each row's token rules for the decoder graph (model.RULE_COLUMNS)."""
         tok, vocab = self.tokenizer, self.model.dims.n_vocab
@@ -410,6 +424,15 @@ class DecodingTask:
             text_ok, lo, hi = timestamps.bounds(row, vocab) if timestamps else (True, tok.timestamp_begin, vocab)
             rules[k] = (tok.eot if text_ok else 0, tok.eot, tok.timestamp_begin, lo, hi, timestamps is not None)
         return rules
+
+    def _rule_state(self, tokens: np.ndarray) -> np.ndarray:
+        """Each row's end of text, timestamp rules on or off, and their state (model.STEP_COLUMNS after
+        token and position)."""
+        timestamps = self._timestamp_rules()
+        state = np.zeros((tokens.shape[0], 5), np.int64)
+        for k, row in enumerate(tokens):
+            state[k] = (self.tokenizer.eot, timestamps is not None, *(timestamps.state(row) if timestamps else (0, 0, -1)))
+        return state
 
 
 def decode(model: WhisperModel, mel: np.ndarray, options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:

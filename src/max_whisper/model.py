@@ -13,7 +13,8 @@ Graphs (one compiled model each, reused for every call; batch and length are sym
             -> logits [batch, n_pos, vocab], greedy choice [batch, 2] (token, log probability)
             at the last position; greedy decoding copies only the choice to the host
 - decoder_row (CPU): the decoder for one token of one row, the sequential loop's every step after the first
-- decoder_step (GPU): the decoder for one token per row, recorded once per batch size and replayed
+- decoder_step (GPU): STEPS_PER_CALL greedy steps of one token per row, the token choice and its rules
+  in the graph; recorded once per batch size and replayed
 - reorder:  gathers the cache buffers' rows by beam index (beam search).
 """
 
@@ -216,42 +217,81 @@ def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: 
     return g
 
 
-# The single-token step's per-row input: the token, its position, then the token rules.
-STEP_COLUMNS = ("token", "position")
+# The recorded steps' input per row: its last token and that token's position, the end-of-text token,
+# whether timestamp rules apply, and what they need of the row's sampled tokens (see
+# decoding.ApplyTimestampRules.state): was the last a timestamp, was the one before (1 while fewer than
+# two were sampled), the last timestamp (-1: none yet). The graph advances them from step to step.
+STEP_COLUMNS = ("token", "position", "eot", "ts_rule", "last_was_ts", "penultimate_was_ts", "last_ts")
+STEPS_PER_CALL = 8  # greedy steps per recorded call: the host takes its tokens and rules once per call
 
 
-def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
-    """One new token per row, each at its own position; every shape is fixed but the batch.
+def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef,
+                       n_steps: int = STEPS_PER_CALL) -> Graph:
+    """`n_steps` greedy steps of one new token per row, each row at its own position, choosing every
+    token in the graph under openai-whisper's rules; every shape is fixed but the batch.
 
     Self-attention runs over all n_text_ctx cache rows with the later ones masked, and the new key and
     value are written by selecting the row, so no launch depends on a host value: the GPU can record
-    the step once per batch size and replay it (`Model.capture`), which is what makes a step cheap
-    there (an eager step is some hundred small kernel launches).
+    the call once per batch size and replay it (`Model.capture`), which is what makes a step cheap
+    there (an eager step is some hundred small kernel launches). A row that has ended is fed end of
+    text, as the host loop does; steps past the context's end repeat its last position and are
+    dropped by the caller. Returns [batch, n_steps, 2]: each step's token and log probability.
     """
     inputs = [
-        TensorType(DType.int64, ["batch", len(STEP_COLUMNS) + len(RULE_COLUMNS)], device),
+        TensorType(DType.int64, ["batch", len(STEP_COLUMNS)], device),
         TensorType(DType.float32, [dims.n_vocab], device),  # suppression: 0 or -inf per token
     ] + cross_types(dims, dtype, device) + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
     with Graph("whisper_decoder_step", input_types=inputs) as g:
-        step, suppress, cross_k, cross_v = (v.tensor for v in g.inputs[:4])
+        state, suppress, cross_k, cross_v = (v.tensor for v in g.inputs[:4])
         caches = [v.buffer for v in g.inputs[4:]]
-        token, position = step[:, 0:1], step[:, 1:2]  # [batch, 1]
-        x = embed(w, token, position)
+        token, position, eot, ts_rule, last_was_ts, penultimate_was_ts, last_ts = (
+            state[:, i:i + 1] for i in range(len(STEP_COLUMNS)))  # each [batch, 1]
         rows = ops.unsqueeze(ops.range(0, dims.n_text_ctx, 1, out_dim=dims.n_text_ctx, dtype=DType.int64,
                                        device=device), 0)  # [1, n_text_ctx]
-        is_new = ops.unsqueeze(rows == position, 2)  # [batch, n_text_ctx, 1]
-        future = ops.where(rows > position, ops.constant(-np.inf, dtype, device), ops.constant(0.0, dtype, device))
-        mask = ops.unsqueeze(ops.unsqueeze(future, 1), 1)  # [batch, 1 (head), 1 (query), n_text_ctx]
+        int64 = functools.partial(ops.constant, dtype=DType.int64, device=device)
+        last_position = int64(dims.n_text_ctx - 1)
+        ts_begin = int64(dims.n_vocab - N_TIMESTAMPS)
+        choices = []
+        for _ in range(n_steps):
+            at = ops.min(position, last_position)
+            x = embed(w, token, at)
+            is_new = ops.unsqueeze(rows == at, 2)  # [batch, n_text_ctx, 1]
+            future = ops.where(rows > at, ops.constant(-np.inf, dtype, device), ops.constant(0.0, dtype, device))
+            mask = ops.unsqueeze(ops.unsqueeze(future, 1), 1)  # [batch, 1 (head), 1 (query), n_text_ctx]
 
-        def cached(buf: BufferValue, new: TensorValue) -> TensorValue:
-            full = ops.where(is_new, new, ops.buffer_load(buf))
-            ops.buffer_store(buf, full)
-            return full
+            def cached(buf: BufferValue, new: TensorValue) -> TensorValue:
+                full = ops.where(is_new, new, ops.buffer_load(buf))
+                ops.buffer_store(buf, full)
+                return full
 
-        x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v, one_query=True)
-        logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
-        g.output(greedy_choice(logits, suppress, step[:, len(STEP_COLUMNS):]))
+            x = decoder_blocks(dims, w, x, caches, cached, mask, cross_k, cross_v, one_query=True)
+            logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
+            rules = timestamp_rules(dims.n_vocab, ts_begin, eot, ts_rule, last_was_ts, penultimate_was_ts, last_ts)
+            chosen, logprob = _greedy_pick(logits, suppress, rules)
+            choices.append(ops.stack([ops.cast(chosen, DType.float32), logprob], axis=1))
+            token = ops.where(token == eot, eot, ops.unsqueeze(chosen, 1))
+            is_ts = ops.cast(token >= ts_begin, DType.int64)
+            penultimate_was_ts, last_was_ts = last_was_ts, is_ts
+            last_ts = ops.where(is_ts > 0, token, last_ts)
+            position = position + 1
+        g.output(ops.stack(choices, axis=1))
     return g
+
+
+def timestamp_rules(n_vocab: int, ts_begin: TensorValue, eot: TensorValue, ts_rule: TensorValue,
+                    last_was_ts: TensorValue, penultimate_was_ts: TensorValue, last_ts: TensorValue) -> TensorValue:
+    """RULE_COLUMNS [batch, 6] from the STEP_COLUMNS of the same names ([batch, 1] each), as
+    decoding.ApplyTimestampRules.bounds derives them on the host."""
+    on = ts_rule > 0
+    open_pair = ops.logical_and(on, ops.logical_and(last_was_ts > 0, penultimate_was_ts == 0))
+    closed_pair = ops.logical_and(on, ops.logical_and(last_was_ts > 0, penultimate_was_ts > 0))
+    vocab = ops.broadcast_to(ops.constant(n_vocab, DType.int64, eot.device), eot.shape)
+    begin = ops.broadcast_to(ts_begin, eot.shape)
+    text_end = ops.where(open_pair, ops.broadcast_to(ops.constant(0, DType.int64, eot.device), eot.shape), eot)
+    # never back in time; a segment has nonzero length
+    lo = ops.where(ops.logical_and(on, last_ts >= 0), ops.max(begin, ops.where(open_pair, last_ts, last_ts + 1)), begin)
+    lo = ops.where(closed_pair, vocab, lo)
+    return ops.concat([text_end, eot, begin, lo, vocab, ts_rule], axis=1)
 
 
 def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef, batch: int | str = "batch") -> list[TensorType]:
@@ -306,7 +346,13 @@ RULE_COLUMNS = ("text_end", "eot", "ts_begin", "ts_lo", "ts_hi", "ts_rule")
 
 
 def greedy_choice(logits: TensorValue, suppress: TensorValue, rules: TensorValue) -> TensorValue:
-    """[batch, vocab] float32 logits -> [batch, 2]: the most likely allowed token and its log probability.
+    """[batch, vocab] float32 logits -> [batch, 2]: the most likely allowed token and its log probability."""
+    token, logprob = _greedy_pick(logits, suppress, rules)
+    return ops.stack([ops.cast(token, DType.float32), logprob], axis=1)
+
+
+def _greedy_pick(logits: TensorValue, suppress: TensorValue, rules: TensorValue) -> tuple[TensorValue, TensorValue]:
+    """[batch, vocab] float32 logits -> the most likely allowed token [batch] (int64) and its log probability.
 
     openai-whisper's rule "timestamps win when their summed probability beats every text token" is
     compared on the masked logits (log-sum-exp of the timestamps against the best text logit: both sides
@@ -333,8 +379,7 @@ def greedy_choice(logits: TensorValue, suppress: TensorValue, rules: TensorValue
     pick_stamp = ops.logical_or(drop_text, stamp_max > text_max)
     token = ops.where(pick_stamp, ops.squeeze(stamp_idx, 1) + first_ts, ops.squeeze(text_idx, 1))
     total = ops.where(drop_text, stamp_lse, _logaddexp(text_lse, stamp_lse))
-    logprob = ops.where(pick_stamp, stamp_max, text_max) - total
-    return ops.stack([ops.cast(token, DType.float32), logprob], axis=1)
+    return token, ops.where(pick_stamp, stamp_max, text_max) - total
 
 
 def _logsumexp(x: TensorValue, x_max: TensorValue) -> TensorValue:
@@ -567,14 +612,21 @@ class DecoderState:
     def step_greedy(self, tokens: np.ndarray, rules: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed new tokens [batch, seq]; choose each row's next token on the device under `rules`
         [batch, len(RULE_COLUMNS)] and the suppression mask. Returns tokens and their log probabilities."""
-        if self.slot is not None and tokens.shape[1] == 1:
-            position = np.full((len(tokens), 1), self._claim(1), np.int64)
-            choice = self.slot.step(np.concatenate([tokens, position, rules], axis=1), self.suppress)
-            self.offset += 1
-        else:
-            _, choice = self._execute(tokens, None, rules)
+        _, choice = self._execute(tokens, None, rules)
         choice = self.graphs.to_host(choice)
         return choice[:, 0].astype(np.int64), choice[:, 1]
+
+    def steps_greedy(self, tokens: np.ndarray, rule_state: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The recorded steps (GPU): feed one new token per row [batch, 1] and make STEPS_PER_CALL greedy
+        choices, the rules followed from `rule_state` [batch, STEP_COLUMNS after token and position].
+        Returns each step's tokens and log probabilities; steps past the context's end are left out."""
+        position = self._claim(1)
+        n_steps = min(STEPS_PER_CALL, self.graphs.dims.n_text_ctx - position)
+        positions = np.full((len(tokens), 1), position, np.int64)
+        choice = self.graphs.to_host(self.slot.step(np.concatenate([tokens, positions, rule_state], axis=1),
+                                                    self.suppress))
+        self.offset += n_steps
+        return [(choice[:, i, 0].astype(np.int64), choice[:, i, 1]) for i in range(n_steps)]
 
     def _check_slot(self) -> None:
         if self.slot is not None and self.slot.owner is not self:
@@ -620,7 +672,7 @@ class StepSlot:
     def __init__(self, graphs: WhisperGraphs, batch: int, cross_k: driver.Buffer, cross_v: driver.Buffer):
         dims, dev = graphs.dims, graphs.device
         self.graphs, self.batch = graphs, batch
-        self.inputs = driver.Buffer(DType.int64, (batch, len(STEP_COLUMNS) + len(RULE_COLUMNS)), dev)
+        self.inputs = driver.Buffer(DType.int64, (batch, len(STEP_COLUMNS)), dev)
         self.suppress = driver.Buffer(DType.float32, (dims.n_vocab,), dev)
         self.cross_k = driver.Buffer(graphs.dtype, tuple(cross_k.shape), dev)
         self.cross_v = driver.Buffer(graphs.dtype, tuple(cross_v.shape), dev)
@@ -636,7 +688,7 @@ class StepSlot:
         self._staging_buffer = driver.Buffer.from_numpy(self._staging)
 
     def step(self, inputs: np.ndarray, suppress: driver.Buffer) -> driver.Buffer:
-        """Run the step on `inputs` [batch, STEP_COLUMNS + RULE_COLUMNS]; returns the greedy choice."""
+        """Run the steps from `inputs` [batch, STEP_COLUMNS]; returns their greedy choices [batch, steps, 2]."""
         g, model = self.graphs, self.graphs.decoder_step
         self._staging[...] = inputs
         self.inputs.inplace_copy_from(self._staging_buffer)
