@@ -1,0 +1,69 @@
+"""GPU kernel time of a decoder step's linear products as micro graphs: the vocabulary's and the
+linear layers' x @ W^T (the engine's form) against (W @ x^T)^T and the broadcast-sum row form
+(`model.row_product`), for batch 1 and 16. Kernel times from CUPTI through torch.profiler.
+
+    python benchmarks/gpu_products.py [--shapes 51864x384,384x384]
+
+Each micro graph compiles on the GPU (about 40 s each on the H100).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from max import driver
+from max.dtype import DType
+from max.engine import InferenceSession
+from max.graph import DeviceRef, Graph, TensorType, ops
+from torch.profiler import ProfilerActivity, profile
+
+CALLS = 50
+
+
+def products(x, w, form):
+    if form == "x@Wt":
+        return x @ ops.transpose(w, 0, 1)
+    if form == "(W@xt)t":
+        return ops.transpose(w @ ops.transpose(x, 0, 1), 0, 1)
+    return ops.squeeze(ops.sum(ops.unsqueeze(x, 1) * w, axis=-1), -1)  # row form
+
+
+def kernel_us(session, graph, inputs) -> tuple[float, float]:
+    """Kernel microseconds and kernels per call."""
+    model = session.load(graph)
+    for _ in range(3):
+        model.execute(*inputs)
+    driver.Accelerator().synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(CALLS):
+            model.execute(*inputs)
+        driver.Accelerator().synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0 and "Memcpy" not in e.key]
+    return sum(e.device_time_total for e in events) / CALLS, sum(e.count for e in events) / CALLS
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--shapes", default="51864x384,384x384", help="out x in of the weight matrices")
+    args = p.parse_args()
+    torch.cuda.init()
+    dev = driver.Accelerator()
+    gpu = DeviceRef.GPU()
+    session = InferenceSession(devices=[dev])
+    rng = np.random.default_rng(0)
+    for out_dim, in_dim in (tuple(map(int, shape.split("x"))) for shape in args.shapes.split(",")):
+        w = driver.Buffer.from_numpy(rng.standard_normal((out_dim, in_dim), np.float32)).to(dev)
+        for batch in (1, 16):
+            x = driver.Buffer.from_numpy(rng.standard_normal((batch, in_dim), np.float32)).to(dev)
+            for form in ("x@Wt", "(W@xt)t", "row"):
+                types = [TensorType(DType.float32, [batch, in_dim], gpu), TensorType(DType.float32, [out_dim, in_dim], gpu)]
+                with Graph(f"p_{out_dim}_{in_dim}_{batch}_{form.replace('@', 'm').replace('(', '').replace(')', '')}", input_types=types) as g:
+                    g.output(products(g.inputs[0].tensor, g.inputs[1].tensor, form))
+                us, n = kernel_us(session, g, [x, w])
+                print(f"linear out {out_dim:5d} in {in_dim:4d} batch {batch:2d} {form:8s} {us:8.1f} us {n:.0f} kernels", flush=True)
+
+
+if __name__ == "__main__":
+    main()
