@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -156,7 +154,7 @@ class LogMelFeatures:
     window's frames are computed on demand, so memory stays bounded on any length.
     """
 
-    CHUNK_FRAMES = 1500  # frames per pass-one block (15 s)
+    CHUNK_FRAMES = 6000  # frames per pass-one block
     HELD_FRAMES = 180_000  # longest recording whose log-mel power is kept whole
 
     def __init__(self, audio: np.ndarray, n_mels: int = 80, padding: int = 0):
@@ -169,17 +167,12 @@ class LogMelFeatures:
     @cached_property
     def _pass_one(self) -> tuple[float, np.ndarray | None]:
         """The loudest log-mel bin of the whole recording, found block by block, and the whole
-        log-mel power when the recording is at most HELD_FRAMES long (else None). Blocks run on
-        threads: numpy's FFT and array arithmetic release the GIL (2 minutes of audio on 2 cores:
-        49 -> 34 ms), and each frame's value does not depend on the block it is computed in."""
-        def block(start: int) -> np.ndarray:
-            return self.log_power(start, min(self.CHUNK_FRAMES, self.n_frames - start))
-
-        starts = range(0, self.n_frames, self.CHUNK_FRAMES)
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            if self.n_frames > self.HELD_FRAMES:
-                return max(pool.map(lambda start: float(block(start).max()), starts)), None
-            held = np.concatenate(list(pool.map(block, starts)), axis=1)
+        log-mel power when the recording is at most HELD_FRAMES long (else None)."""
+        blocks = (self.log_power(i, min(self.CHUNK_FRAMES, self.n_frames - i))
+                  for i in range(0, self.n_frames, self.CHUNK_FRAMES))
+        if self.n_frames > self.HELD_FRAMES:
+            return max(float(b.max()) for b in blocks), None
+        held = np.concatenate(list(blocks), axis=1)
         return float(held.max()), held
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
