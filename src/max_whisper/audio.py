@@ -118,15 +118,26 @@ def _hann_window(n: int = N_FFT) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
 
 
+FFT_BLOCK = 1000  # frames transformed at once: 1.6 MB of windowed frames stays in cache
+
+
 def _power_mel(padded: np.ndarray, n_mels: int) -> np.ndarray:
-    """mel power (n_mels, n_frames) of the frames starting every hop in an already padded signal."""
+    """mel power (n_mels, n_frames) of the frames starting every hop in an already padded signal.
+
+    In blocks of FFT_BLOCK frames: each frame's value does not depend on its block, and the log-mel of a
+    2-minute recording takes 33 ms against 50 ms in blocks of 6000 frames (2-core CPU,
+    benchmarks/logmel_timing.py).
+    """
     n_frames = 1 + (padded.size - N_FFT) // HOP_LENGTH
     frames = np.lib.stride_tricks.as_strided(
         padded, shape=(n_frames, N_FFT), strides=(padded.strides[0] * HOP_LENGTH, padded.strides[0])
     )
-    spectrum = np.fft.rfft(frames * _hann_window(), axis=-1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
-    return mel_filters(n_mels) @ power.T
+    mel = np.empty((n_mels, n_frames), np.float32)
+    for start in range(0, n_frames, FFT_BLOCK):
+        spectrum = np.fft.rfft(frames[start:start + FFT_BLOCK] * _hann_window(), axis=-1)
+        power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+        mel[:, start:start + FFT_BLOCK] = mel_filters(n_mels) @ power.T
+    return mel
 
 
 def _log_scale(log_spec: np.ndarray, log_max: float) -> np.ndarray:
