@@ -60,7 +60,9 @@ def main() -> None:
               "word_weighted_wer": pooled, "rows": rows}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = [f"model {args.model}, device {args.device}, greedy, temperature 0; throughput mode --batch-size {args.batch_size}",
+    machine = ", ".join(f"{k} {v}" for k, v in report["machine"].items())
+    lines = [f"model {args.model}, device {args.device}, greedy, temperature 0; throughput mode --batch-size {args.batch_size}; "
+             "audio: texts/*.txt spoken by espeak-ng (voice and words per minute below)", "", f"Machine: {machine}.",
              "", f"Command: `python benchmarks/longform/run.py --batch-size {args.batch_size} --device {args.device}`", "",
              "| text | voice | wpm | seconds | WER sequential % | WER batched % |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['text']} | {r['voice']} | {r['words_per_minute']} | {r['seconds']} | {r['sequential_wer']} | "
