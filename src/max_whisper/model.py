@@ -480,7 +480,7 @@ class WhisperGraphs:
         self.sources: dict[str, str] = {}  # graph -> "compiled" (here), "--compiled" or "shipped"
         for name in graphs:  # the hybrid backend compiles only the encoder
             setattr(self, name, self._compile(name))
-        # On a GPU, greedy steps replay a recorded single-token graph (see build_decoder_step); on the
+        # On a GPU, greedy steps replay a recorded graph of STEPS_PER_CALL steps (see build_decoder_step); on the
         # CPU it brings nothing, but `step_graph=True` runs it there too (to test it without a GPU).
         self.decoder_step = self.decoder_row = None
         if "decoder" in graphs and (step_graph if step_graph is not None else not self.device.is_host):
