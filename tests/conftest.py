@@ -27,6 +27,27 @@ def references() -> dict[str, str]:
 SHORT_CLIPS = sorted(name for name in references() if name != "lecture.flac")
 
 
+def write_wav(path, samples: np.ndarray, rate: int = 16000):
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return path
+
+
+def mixed_recordings(folder: Path, speech: Path) -> list[Path]:
+    """Three recordings of about 35 s (two windows each), the short clips joined in different orders,
+    so that each file's second window follows a different text."""
+    import max_whisper
+
+    clips = [max_whisper.load_audio(speech / name) for name in SHORT_CLIPS]
+    orders = [clips, clips[::-1], clips[3:] + clips[:3]]
+    return [write_wav(folder / f"mixed{i}.wav", np.concatenate(order)) for i, order in enumerate(orders)]
+
+
 @pytest.fixture(scope="session")
 def speech() -> Path:
     return speech_dir()
@@ -37,6 +58,14 @@ def tiny():
     import max_whisper
 
     return max_whisper.load_model("tiny.en")
+
+
+@pytest.fixture(scope="session")
+def tiny_step(tiny):
+    """The engine with the fixed-shape recorded-steps graph that GPUs record and replay, run on the CPU."""
+    import max_whisper
+
+    return max_whisper.WhisperModel(tiny.checkpoint, device="cpu", step_graph=True)
 
 
 @pytest.fixture(scope="session")

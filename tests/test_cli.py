@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import wave
 
 import numpy as np
 import pytest
 
 from max_whisper import cli
+from conftest import mixed_recordings, write_wav
 
 
 def run(*args):
@@ -27,15 +27,6 @@ def test_sample_transcribes():
 def use_tiny(tiny, monkeypatch):
     """The CLI in-process, on the session's compiled tiny.en."""
     monkeypatch.setattr("max_whisper.backends.load_model", lambda *a, **k: tiny)
-
-
-def write_wav(path, samples: np.ndarray, rate: int = 16000):
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
-    return path
 
 
 def bad_inputs(tmp_path, speech):
@@ -165,3 +156,19 @@ def test_compiled_folder_errors(tmp_path, capsys):
     assert cli.main(["transcribe", "--sample", "--backend", "reference", "--compiled", str(tmp_path)]) == 2
     assert cli.main(["compile", str(tmp_path / "x"), "--gpu-arch", "sm_90"]) == 2
     assert "--gpu-arch needs --device gpu" in capsys.readouterr().err
+
+
+def test_files_at_once_print_what_one_by_one_prints(tmp_path, speech, capsys, use_tiny):
+    paths = [str(p) for p in mixed_recordings(tmp_path, speech)] + [str(tmp_path / "missing.wav")]
+    assert cli.main(["transcribe", *paths]) == 1
+    one_by_one = capsys.readouterr()
+    assert cli.main(["transcribe", *paths, "--files-at-once", "3"]) == 1
+    at_once = capsys.readouterr()
+    assert at_once.out == one_by_one.out and at_once.out.count("==> ") == 3
+    assert "missing.wav: no such file" in at_once.err
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "4"], ["--backend", "reference"]])
+def test_files_at_once_refuses_what_it_cannot_do(argv, capsys):
+    assert cli.main(["transcribe", "--sample", "--files-at-once", "2", *argv]) == 2
+    assert "--files-at-once needs the max backend, and no --batch-size" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import max_whisper as mw
 from max_whisper.outputs import write_result
 from max_whisper.audio import LogMelFeatures
 from max_whisper.transcribe import plan_windows
-from conftest import references
+from conftest import mixed_recordings, references
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,22 @@ def test_batched_single_window_equals_sequential(tiny, speech):
     batched = tiny.transcribe(audio, temperature=0.0, batch_size=8)
     sequential = tiny.transcribe(audio, temperature=0.0)
     assert [s["tokens"] for s in batched["segments"]] == [s["tokens"] for s in sequential["segments"]]
+
+
+def test_files_at_once_give_each_file_its_own_transcript(tiny, tiny_step, speech, tmp_path):
+    """Files transcribed together, their windows in one batch on the step graph (each after its own
+    previous text, prompts of different lengths), give the transcripts each gets alone."""
+    from max_whisper.batching import transcribe_files
+
+    paths = mixed_recordings(tmp_path, speech) + [speech / "jfk.wav"]
+    encoder_calls = lambda: tiny_step.graphs.timings.calls.get("encoder", 0)  # noqa: E731
+    before = encoder_calls()
+    alone = [tiny_step.transcribe(p, temperature=0.0) for p in paths]
+    windows = encoder_calls() - before
+    together = list(transcribe_files(tiny_step, paths, 4, temperature=0.0))
+    assert encoder_calls() - before - windows < windows  # windows of different files shared batches
+    assert [p for p, _, _ in together] == paths
+    for (_, audio, ours), theirs in zip(together, alone):
+        assert len(audio) > 0 and len(ours["segments"]) > 1
+        assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
+        assert ours["text"] == theirs["text"]

@@ -95,12 +95,6 @@ def test_base_multilingual_parity_and_language(base, base_ref, speech, clip):
         assert ours.tokens == theirs.tokens
 
 
-@pytest.fixture(scope="session")
-def tiny_step(tiny):
-    """The engine with the fixed-shape single-token step graph that GPUs record and replay, run on the CPU."""
-    return mw.WhisperModel(tiny.checkpoint, device="cpu", step_graph=True)
-
-
 @pytest.mark.parametrize("clip", SHORT_CLIPS)
 def test_step_graph_tokens_equal(tiny_step, tiny_ref, speech, clip):
     mel = window(tiny_step, speech, clip)
@@ -128,3 +122,23 @@ def test_step_graph_batch_and_longform_equal(tiny, tiny_step, speech):
     audio = mw.load_audio(speech / "sense_and_sensibility_01_austen_64kb-0870.wav")
     ours, theirs = tiny_step.transcribe(audio), tiny.transcribe(audio)  # later windows start from a prompt
     assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
+
+
+def test_step_graph_decodes_rows_of_different_prompts_together(tiny, tiny_step, speech):
+    """Windows of different recordings share one batch, each after its own previous text (prompts of
+    different lengths, one of them the longest kept): every row as decoded alone."""
+    mels = np.stack([window(tiny, speech, clip) for clip in ("jfk.wav", "goforward.wav", "cards_005.wav")])
+    tok = tiny.tokenizer("en")
+    prompts = [[], tok.encode(" And so, my fellow Americans, ask not"), tok.encode(" a long prompt" * 200)]
+    options = mw.DecodingOptions(language="en")
+    calls = tiny_step.graphs.timings.calls.get("decoder_step", 0)
+    together = mw.decoding.DecodingTask(tiny_step, options, prompts).run(tiny_step.graphs.encode(mels))
+    assert tiny_step.graphs.timings.calls["decoder_step"] > calls
+    for mel, prompt, ours in zip(mels, prompts, together):
+        alone = tiny.decode(mel, mw.DecodingOptions(language="en", prompt=prompt))
+        assert ours.tokens == alone.tokens and len(ours.tokens) > 2
+        assert ours.avg_logprob == pytest.approx(alone.avg_logprob, abs=1e-4)
+        assert ours.no_speech_prob == pytest.approx(alone.no_speech_prob, abs=1e-4)
+    # without the step graph (the CPU engine), rows are decoded in groups of equal prompt length
+    grouped = mw.decoding.DecodingTask(tiny, options, prompts).run(tiny.graphs.encode(mels))
+    assert [r.tokens for r in grouped] == [r.tokens for r in together]

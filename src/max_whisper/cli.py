@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int, default=None,
                    help="throughput mode: decode this many windows (<= 30 s, cut in pauses) at once, without conditioning on "
                         "previous text (default: openai-whisper's sequential loop)")
+    t.add_argument("--files-at-once", type=_positive_int, default=1, metavar="N",
+                   help="max backend: transcribe N files at a time, their windows decoded together as one batch; "
+                        "each file keeps the sequential loop and its previous-text conditioning (default 1)")
     t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
@@ -161,6 +164,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                "batch_size": args.batch_size}
     if args.temperature is not None:
         options["temperature"] = args.temperature
+    if args.files_at_once > 1 and (args.backend != "max" or args.batch_size is not None):
+        raise WhisperError("--files-at-once needs the max backend, and no --batch-size (each file runs the "
+                           "sequential loop)")
 
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -172,18 +178,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                        compiled=compiled_dirs(args))
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
+    if args.files_at_once > 1:
+        from .batching import transcribe_files
+
+        done = transcribe_files(model, files, args.files_at_once, **options)
+    else:
+        done = _one_by_one(model, files, options)
     audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()
-    for path in files:
-        progress = Progress(path.name)
-        try:
-            audio = load_audio(path)
-            result = model.transcribe(audio, on_progress=progress, **options)
-        except WhisperError as e:
-            print(f"error: {e}", file=sys.stderr)
+    for path, audio, result in done:
+        if isinstance(result, WhisperError):
+            print(f"error: {result}", file=sys.stderr)
             failures += 1
             continue
-        finally:
-            progress.close()
         audio_seconds += len(audio) / SAMPLE_RATE
         transcribed += 1
         if len(files) > 1:
@@ -203,6 +209,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     print(f"transcribed {transcribed}/{len(files)} files: {audio_seconds:.1f} s of audio in {wall:.1f} s "
           f"({audio_seconds / wall if wall > 0 else 0:.1f}x real time)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _one_by_one(model, files: list[Path], options: dict):
+    """(path, audio, result or WhisperError) for each file, transcribed in turn with a progress bar."""
+    for path in files:
+        progress = Progress(path.name)
+        try:
+            audio = load_audio(path)
+            done = path, audio, model.transcribe(audio, on_progress=progress, **options)
+        except WhisperError as e:
+            done = path, None, e
+        finally:
+            progress.close()
+        yield done
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

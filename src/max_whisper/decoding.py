@@ -267,7 +267,13 @@ def detect_language(model: WhisperModel, features, tokenizer: Tokenizer) -> tupl
 
 
 class DecodingTask:
-    def __init__(self, model: WhisperModel, options: DecodingOptions):
+    """Decodes a batch of encoded windows under one set of options. `prompts`: each window's own
+    previous text (token lists, one per window) instead of `options.prompt`, for windows of different
+    recordings decoded together; rows whose initial tokens differ in length are decoded in one batch
+    where the device can hold each row at its own position (greedy steps on the recorded step graph),
+    otherwise in groups of equal length."""
+
+    def __init__(self, model: WhisperModel, options: DecodingOptions, prompts: list[list[int]] | None = None):
         self.model = model
         language = options.language or ("en" if not model.is_multilingual else None)
         self.options = options = replace(options, language=language)
@@ -279,46 +285,27 @@ class DecodingTask:
             raise WhisperError("best_of with greedy sampling (temperature 0) is meaningless")
         if options.beam_size is not None and options.temperature != 0:
             raise WhisperError("beam search needs temperature 0")
-        dims = model.dims
         self.tokenizer = model.tokenizer(language=language or "en", task=options.task)
         self.n_group = options.beam_size or options.best_of or 1
-        self.n_ctx = dims.n_text_ctx
-        self.sample_len = options.sample_len or dims.n_text_ctx // 2
-        sot_seq = self.tokenizer.sot_sequence
-        if options.without_timestamps:
-            sot_seq = self.tokenizer.sot_sequence_including_notimestamps
-        self.sot_sequence = sot_seq
-        self.initial_tokens = self._initial_tokens()
-        self.sample_begin = len(self.initial_tokens)
-        self.sot_index = self.initial_tokens.index(self.tokenizer.sot)
-        rng = np.random.default_rng(options.seed)
-        if options.beam_size is not None:
-            self.decoder = BeamSearchDecoder(options.beam_size, self.tokenizer.eot, options.patience)
-        else:
-            self.decoder = GreedyDecoder(options.temperature, self.tokenizer.eot, rng)
-        self.filters = []
-        if options.suppress_blank:
-            self.filters.append(SuppressBlank(self.tokenizer, self.sample_begin))
-        if options.suppress_tokens:
-            self.filters.append(SuppressTokens(self._suppress_tokens()))
-        if not options.without_timestamps:
-            precision = CHUNK_LENGTH / dims.n_audio_ctx
-            max_init = None
-            if options.max_initial_timestamp:
-                max_init = round(options.max_initial_timestamp / precision)
-            self.filters.append(ApplyTimestampRules(self.tokenizer, self.sample_begin, max_init))
+        self.n_ctx = model.dims.n_text_ctx
+        self.sample_len = options.sample_len or model.dims.n_text_ctx // 2
+        self.suffix = self._sot_and_prefix()  # every row's initial tokens end with it
+        self.prompts = prompts
 
-    def _initial_tokens(self) -> tuple[int, ...]:
+    def _sot_and_prefix(self) -> tuple[int, ...]:
         tok, opts = self.tokenizer, self.options
-        tokens = list(self.sot_sequence)
+        tokens = list(tok.sot_sequence_including_notimestamps if opts.without_timestamps else tok.sot_sequence)
         if prefix := opts.prefix:
             prefix_tokens = tok.encode(" " + prefix.strip()) if isinstance(prefix, str) else list(prefix)
             max_prefix_len = self.n_ctx // 2 - self.sample_len
             tokens += prefix_tokens[-max_prefix_len:] if max_prefix_len > 0 else []
-        if prompt := opts.prompt:
-            prompt_tokens = tok.encode(" " + prompt.strip()) if isinstance(prompt, str) else list(prompt)
-            tokens = [tok.sot_prev] + prompt_tokens[-(self.n_ctx // 2 - 1):] + tokens
         return tuple(tokens)
+
+    def _initial_tokens(self, prompt: str | list[int] | None) -> tuple[int, ...]:
+        if not prompt:
+            return self.suffix
+        prompt_tokens = self.tokenizer.encode(" " + prompt.strip()) if isinstance(prompt, str) else list(prompt)
+        return (self.tokenizer.sot_prev, *prompt_tokens[-(self.n_ctx // 2 - 1):], *self.suffix)
 
     def _suppress_tokens(self) -> tuple[int, ...]:
         tok = self.tokenizer
@@ -336,35 +323,81 @@ class DecodingTask:
 
     def run(self, features) -> list[DecodingResult]:
         """Decode encoded windows (device features [n_audio, 1500, d])."""
-        tok = self.tokenizer
         n_audio = features.shape[0]
-        tokens = np.tile(np.array(self.initial_tokens, np.int64), (n_audio, 1))
-        languages = [self.options.language] * n_audio
-        lang_probs = [None] * n_audio
+        if self.prompts is not None and len(self.prompts) != n_audio:
+            raise WhisperError(f"internal error: {len(self.prompts)} prompts for {n_audio} windows")
+        heads = [self._initial_tokens(p) for p in (self.prompts or [self.options.prompt] * n_audio)]
+        languages, lang_probs = [self.options.language] * n_audio, [None] * n_audio
         if self.options.language is None:
-            languages, lang_probs = detect_language(self.model, features, tok)
+            languages, lang_probs = detect_language(self.model, features, self.tokenizer)
+        rows = list(range(n_audio))
+        if len({len(h) for h in heads}) == 1 or self._ragged_on_device():
+            groups = [rows]
+        else:
+            groups = [[i for i in rows if len(heads[i]) == n] for n in sorted({len(h) for h in heads})]
+        results: list[DecodingResult | None] = [None] * n_audio
+        for group in groups:
+            decoded = self._decode(features, group, [heads[i] for i in group], [languages[i] for i in group])
+            for i, result in zip(group, decoded):
+                results[i] = replace(result, language_probs=lang_probs[i])
+        return results
+
+    def _decode(self, features, audio_rows: list[int], heads: list[tuple[int, ...]],
+                languages: list[str | None]) -> list[DecodingResult]:
+        """Decode the windows `audio_rows` of `features`, each after its initial tokens `heads`."""
+        tok, opts = self.tokenizer, self.options
+        n_audio = len(audio_rows)
+        # On the host every row is right-aligned (padded on the left), so that sampled tokens start at
+        # one index for all rows, as the filters and the ranker expect; `pad` is each row's padding.
+        self.sample_begin = max(len(h) for h in heads)
+        self.sot_index = self.sample_begin - len(self.suffix) + self.suffix.index(tok.sot)
+        pad = np.array([self.sample_begin - len(h) for h in heads])
+        tokens = np.full((n_audio, self.sample_begin), tok.eot, np.int64)
+        for k, head in enumerate(heads):
+            tokens[k, pad[k]:] = head
+        if opts.language is None:
             tokens[:, self.sot_index + 1] = [tok.to_language_token(lang) for lang in languages]
-        tokens = np.repeat(tokens, self.n_group, axis=0)
-        state = self.model.graphs.start_decoding(features, np.repeat(np.arange(n_audio), self.n_group))
-        tokens, sum_logprobs, no_speech = self._main_loop(state, tokens)
+        self._start_run()
+        tokens, pad = np.repeat(tokens, self.n_group, axis=0), np.repeat(pad, self.n_group)
+        state = self.model.graphs.start_decoding(features, np.repeat(np.array(audio_rows), self.n_group))
+        tokens, sum_logprobs, no_speech = self._main_loop(state, tokens, pad)
         no_speech = no_speech[:: self.n_group]
         tokens = tokens.reshape(n_audio, self.n_group, -1)
         sum_logprobs = sum_logprobs.reshape(n_audio, self.n_group)
         candidates, cand_logprobs = self.decoder.finalize(tokens, sum_logprobs)
-        candidates = [[t[self.sample_begin: int(np.nonzero(t == tok.eot)[0][0])] for t in s] for s in candidates]
-        chosen = rank(candidates, cand_logprobs, self.options.length_penalty)
+        sampled = [[t[self.sample_begin:] for t in s] for s in candidates]
+        candidates = [[t[: int(np.nonzero(t == tok.eot)[0][0])] for t in s] for s in sampled]
+        chosen = rank(candidates, cand_logprobs, opts.length_penalty)
         results = []
         for i, idx in enumerate(chosen):
             out = [int(t) for t in candidates[i][idx]]
             text = tok.decode(out).strip()
             sum_lp = cand_logprobs[i][idx]
             results.append(DecodingResult(
-                language=languages[i], language_probs=lang_probs[i], tokens=out, text=text,
+                language=languages[i], tokens=out, text=text,
                 avg_logprob=sum_lp / (len(out) + 1), sum_logprob=sum_lp, no_speech_prob=no_speech[i],
-                temperature=self.options.temperature, compression_ratio=compression_ratio(text)))
+                temperature=opts.temperature, compression_ratio=compression_ratio(text)))
         return results
 
-    def _main_loop(self, state: DecoderState, tokens: np.ndarray):
+    def _start_run(self) -> None:
+        """A fresh token chooser and filters for rows whose sampled tokens start at `sample_begin`."""
+        opts = self.options
+        if opts.beam_size is not None:
+            self.decoder = BeamSearchDecoder(opts.beam_size, self.tokenizer.eot, opts.patience)
+        else:
+            self.decoder = GreedyDecoder(opts.temperature, self.tokenizer.eot, np.random.default_rng(opts.seed))
+        self.filters = []
+        if opts.suppress_blank:
+            self.filters.append(SuppressBlank(self.tokenizer, self.sample_begin))
+        if opts.suppress_tokens:
+            self.filters.append(SuppressTokens(self._suppress_tokens()))
+        if not opts.without_timestamps:
+            max_init = None
+            if opts.max_initial_timestamp:
+                max_init = round(opts.max_initial_timestamp / (CHUNK_LENGTH / self.model.dims.n_audio_ctx))
+            self.filters.append(ApplyTimestampRules(self.tokenizer, self.sample_begin, max_init))
+
+    def _main_loop(self, state: DecoderState, tokens: np.ndarray, pad: np.ndarray):
         n_batch = tokens.shape[0]
         sum_logprobs = np.zeros(n_batch, np.float32)
         no_speech = [np.nan] * n_batch
@@ -377,20 +410,42 @@ class DecodingTask:
                 if not choices:
                     choices = self._greedy_steps(state, tokens)
                 next_tokens, logprobs = choices.pop(0)
+                # A row past its context's end stops there, as the sequential loop does: end of text, no score.
+                full = tokens.shape[-1] - pad > self.n_ctx
+                next_tokens, logprobs = np.where(full, self.tokenizer.eot, next_tokens), np.where(full, 0, logprobs)
                 tokens, completed = self.decoder.append(tokens, next_tokens, logprobs, sum_logprobs)
             else:
                 if i == 0:
-                    both = state.step(tokens, [self.sot_index, tokens.shape[1] - 1])
-                    no_speech = _softmax(both[:, 0])[:, self.tokenizer.no_speech].tolist()
-                    logits = np.array(both[:, 1], dtype=np.float32)
+                    sot_logits, logits = self._first_step(state, tokens, pad)
+                    no_speech = _softmax(sot_logits)[:, self.tokenizer.no_speech].tolist()
                 else:
                     logits = np.array(state.step(tokens[:, -1:])[:, 0], dtype=np.float32)
                 for f in self.filters:
                     f.apply(logits, tokens)
                 tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, state)
-            if completed or tokens.shape[-1] > self.n_ctx:
+            if completed or (tokens.shape[-1] - pad > self.n_ctx).all():
                 break
         return tokens, sum_logprobs, no_speech
+
+    def _first_step(self, state: DecoderState, tokens: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feed every row's initial tokens; returns the logits after <|startoftranscript|> (for the
+        no-speech probability) and after the last initial token, float32 [batch, vocab] each.
+
+        On the device each row starts at position 0, so rows of different lengths are padded at the end
+        (causal attention keeps padding out of the real tokens; later steps mask and overwrite it)."""
+        width = tokens.shape[1]
+        if not pad.any():
+            both = state.step(tokens, [self.sot_index, width - 1])
+            return both[:, 0], np.array(both[:, 1], dtype=np.float32)
+        left_aligned = np.full_like(tokens, self.tokenizer.eot)
+        for k, p in enumerate(pad):
+            left_aligned[k, :width - p] = tokens[k, p:]
+        sot_at, last_at = self.sot_index - pad, width - 1 - pad
+        positions = sorted({*sot_at.tolist(), *last_at.tolist()})
+        logits = state.step(left_aligned, positions, ragged=pad)
+        rows, column = np.arange(len(tokens)), {p: j for j, p in enumerate(positions)}
+        return (logits[rows, [column[p] for p in sot_at]],
+                np.array(logits[rows, [column[p] for p in last_at]], dtype=np.float32))
 
     # Greedy decoding after the first step chooses tokens inside the decoder graph, under the same
     # rules as the filters here (the first step's extra rules run on the host), so that only the
@@ -398,6 +453,12 @@ class DecodingTask:
 
     def _greedy_on_device(self) -> bool:
         return isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
+
+    def _ragged_on_device(self) -> bool:
+        """Can rows of different initial lengths share one run: greedy steps on the recorded step
+        graph, whose rows each have their own position."""
+        opts = self.options
+        return opts.temperature == 0 and opts.beam_size is None and self.model.graphs.decoder_step is not None
 
     def _timestamp_rules(self) -> ApplyTimestampRules | None:
         return next((f for f in self.filters if isinstance(f, ApplyTimestampRules)), None)

@@ -552,19 +552,24 @@ class WhisperGraphs:
 
     def start_decoding(self, features: driver.Buffer, rows: np.ndarray) -> "DecoderState":
         """Cross-attention keys/values for each decoding row, and an empty self-attention cache."""
-        keys, values = self._run("cross_kv", self.cross_kv, features, self.to_device(rows.astype(np.int64)))
         batch = len(rows)
+        # Recorded steps run on a batch of a power of two rows, the runs' rows and padding: each recorded
+        # batch size keeps its own device memory (some hundred MB at 16 rows), so there are few sizes.
+        padding = (1 << (batch - 1).bit_length()) - batch if self.decoder_step is not None else 0
+        rows = np.concatenate([rows, np.repeat(rows[:1], padding)]).astype(np.int64)
+        keys, values = self._run("cross_kv", self.cross_kv, features, self.to_device(rows))
         if self.decoder_step is None:
             shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
             caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
             return DecoderState(self, keys, values, caches, self.suppression(()))
-        if batch not in self._slots:
-            self._slots[batch] = StepSlot(self, batch, keys, values)
-        slot = self._slots[batch]
+        if len(rows) not in self._slots:
+            self._slots[len(rows)] = StepSlot(self, len(rows), keys, values)
+        slot = self._slots[len(rows)]
         slot.cross_k.inplace_copy_from(keys)
         slot.cross_v.inplace_copy_from(values)
         self.device.synchronize()  # copies are asynchronous, even on the CPU; `keys` dies here
-        state = DecoderState(self, slot.cross_k, slot.cross_v, slot.caches, self.suppression(()), slot=slot)
+        state = DecoderState(self, slot.cross_k, slot.cross_v, slot.caches, self.suppression(()), slot=slot,
+                             padding=padding)
         slot.owner = state
         return state
 
@@ -597,36 +602,56 @@ class DecoderState:
     cross_v: driver.Buffer
     caches: list[driver.Buffer]
     suppress: driver.Buffer
-    offset: int = 0
+    offset: int = 0  # positions written in the cache
     slot: StepSlot | None = None  # GPU: the recorded single-token step and the buffers it reads
+    # Rows whose first tokens were shorter than others': how many of the first step's positions each
+    # left as padding. Such a row's next position is `offset - ragged`; only the recorded steps,
+    # whose rows each have their own position, can continue them.
+    ragged: np.ndarray | None = None
+    padding: int = 0  # rows after the run's, up to the recorded batch size: fed zeros, their output dropped
 
-    def step(self, tokens: np.ndarray, logit_positions: list[int] | None = None) -> np.ndarray:
+    def step(self, tokens: np.ndarray, logit_positions: list[int] | None = None,
+             ragged: np.ndarray | None = None) -> np.ndarray:
         """Feed new tokens [batch, seq]; returns float32 logits [batch, n_pos, vocab].
 
-        By default only the last position's logits are computed.
+        By default only the last position's logits are computed. `ragged` (first step, recorded steps
+        to follow): per row, how many of the last positions are padding.
         """
+        if ragged is not None and (self.slot is None or self.offset > 0):
+            raise WhisperError("internal error: rows of different lengths need the recorded step graph")
         open_rules = np.tile(np.array([self.graphs.dims.n_vocab, 0, 0, 0, 0, 0], np.int64), (len(tokens), 1))
         logits, _ = self._execute(tokens, logit_positions, open_rules)
-        return self.graphs.to_host(logits)
+        self.ragged = ragged
+        return self.graphs.to_host(logits)[:len(tokens)]
 
     def step_greedy(self, tokens: np.ndarray, rules: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed new tokens [batch, seq]; choose each row's next token on the device under `rules`
         [batch, len(RULE_COLUMNS)] and the suppression mask. Returns tokens and their log probabilities."""
         _, choice = self._execute(tokens, None, rules)
-        choice = self.graphs.to_host(choice)
+        choice = self.graphs.to_host(choice)[:len(tokens)]
         return choice[:, 0].astype(np.int64), choice[:, 1]
 
     def steps_greedy(self, tokens: np.ndarray, rule_state: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The recorded steps (GPU): feed one new token per row [batch, 1] and make STEPS_PER_CALL greedy
         choices, the rules followed from `rule_state` [batch, STEP_COLUMNS after token and position].
         Returns each step's tokens and log probabilities; steps past the context's end are left out."""
-        position = self._claim(1)
-        n_steps = min(STEPS_PER_CALL, self.graphs.dims.n_text_ctx - position)
-        positions = np.full((len(tokens), 1), position, np.int64)
-        choice = self.graphs.to_host(self.slot.step(np.concatenate([tokens, positions, rule_state], axis=1),
-                                                    self.suppress))
+        self._check_slot()
+        positions = self.offset - (self.ragged if self.ragged is not None else np.zeros(len(tokens), np.int64))
+        first = int(positions.min())  # the steps go on while the shortest row fits
+        if first + 1 > self.graphs.dims.n_text_ctx:
+            raise WhisperError(f"decoder context of {self.graphs.dims.n_text_ctx} tokens exceeded")
+        n_steps = min(STEPS_PER_CALL, self.graphs.dims.n_text_ctx - first)
+        positions = positions.astype(np.int64)[:, None]
+        inputs = self._fill(np.concatenate([tokens, positions, rule_state], axis=1))
+        choice = self.graphs.to_host(self.slot.step(inputs, self.suppress))[:len(tokens)]
         self.offset += n_steps
         return [(choice[:, i, 0].astype(np.int64), choice[:, i, 1]) for i in range(n_steps)]
+
+    def _fill(self, rows: np.ndarray) -> np.ndarray:
+        """Per-row inputs [n, ...] with zero rows for the padding."""
+        if not self.padding:
+            return rows
+        return np.concatenate([rows, np.zeros((self.padding, *rows.shape[1:]), rows.dtype)])
 
     def _check_slot(self) -> None:
         if self.slot is not None and self.slot.owner is not self:
@@ -642,7 +667,10 @@ class DecoderState:
 
     def _execute(self, tokens: np.ndarray, logit_positions: list[int] | None, rules: np.ndarray):
         g = self.graphs
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if self.ragged is not None:
+            raise WhisperError("internal error: rows of different lengths need the recorded step graph")
+        tokens = np.ascontiguousarray(self._fill(tokens), dtype=np.int64)
+        rules = self._fill(rules)
         self._claim(tokens.shape[1])
         positions = tuple(logit_positions if logit_positions is not None else [tokens.shape[1] - 1])
         offset = driver.Buffer.from_numpy(np.array(self.offset, dtype=np.int64))
@@ -659,7 +687,9 @@ class DecoderState:
         """Beam search: row i of the cache becomes row source_rows[i]."""
         g = self.graphs
         self._check_slot()
-        g._run("reorder", g.reorder, g.to_device(np.asarray(source_rows, np.int64)), *self.caches)
+        n = len(source_rows)
+        source_rows = np.concatenate([np.asarray(source_rows, np.int64), np.arange(n, n + self.padding)])
+        g._run("reorder", g.reorder, g.to_device(source_rows), *self.caches)
 
 
 class StepSlot:

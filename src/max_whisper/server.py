@@ -4,25 +4,21 @@ POST /v1/audio/transcriptions and /v1/audio/translations take the multipart form
 API, so the official `openai` client works with `base_url` pointed here; GET /v1/models, GET /health.
 
 One engine serves every request. Each request runs the long-form loop (`transcribe`) in its own
-worker thread; the loop's window decodes go to a `WindowBatcher`, the only thread that touches the
-engine, which decodes the windows waiting from all requests together (same decoding options: one
-batch). At most `max_queue` requests are admitted at a time; beyond that the answer is 503 with
-Retry-After, so memory stays bounded.
+worker thread; the loop's window decodes go to a `batching.WindowBatcher`, the only thread that touches
+the engine, which decodes the windows waiting from all requests together (same decoding options: one
+batch, each window with its own request's previous text). At most `max_queue` requests are admitted
+at a time; beyond that the answer is 503 with Retry-After, so memory stays bounded.
 """
 
 
 import asyncio
 import contextlib
 import io
-import queue
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
-from .audio import N_FRAMES, SAMPLE_RATE, decode_audio, pad_or_trim
-from .decoding import DecodingOptions, DecodingResult, DecodingTask
+from .audio import SAMPLE_RATE, decode_audio
+from .batching import BatchedModel, WindowBatcher
 from .errors import WhisperError, first_line
 from .outputs import WRITERS
 from .tokenizer import LANGUAGES, language_code
@@ -38,94 +34,6 @@ class ServerOptions:
     max_batch: int = 8  # windows decoded together
     max_queue: int = 64  # requests admitted at once (being transcribed or waiting)
     linger_s: float = 0.003  # how long a batch waits for windows of other running requests
-
-
-class WindowBatcher:
-    """Runs every engine call in one thread; decodes windows submitted concurrently as one batch."""
-
-    def __init__(self, model, max_batch: int, linger_s: float):
-        self.model, self.max_batch, self.linger_s = model, max_batch, linger_s
-        self.jobs: queue.Queue = queue.Queue()
-        self.active = 0  # requests whose transcription is running (they may submit windows)
-        self.lock = threading.Lock()
-        self.batches = self.windows = 0
-        self.thread = threading.Thread(target=self._serve, name="window-batcher", daemon=True)
-        self.thread.start()
-
-    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
-        future: Future = Future()
-        self.jobs.put((pad_or_trim(mel, N_FRAMES), options, future))
-        return future.result()
-
-    def call(self, fn, *args):
-        """Run `fn(*args)` in the engine thread (engine calls other than window decodes)."""
-        future: Future = Future()
-        self.jobs.put((fn, args, future))
-        return future.result()
-
-    def _serve(self) -> None:
-        while True:
-            first = self.jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:  # wait a little only while other running requests may still send a window
-                    waiting = len(batch) < self.active
-                    job = self.jobs.get(timeout=self.linger_s) if waiting else self.jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    self.jobs.put(None)
-                    break
-                batch.append(job)
-            self._run(batch)
-
-    def _run(self, batch: list) -> None:
-        groups: dict[str, list] = {}
-        for job in batch:
-            if callable(job[0]):
-                self._settle([job[2]], lambda fn=job[0], args=job[1]: [fn(*args)])
-            else:
-                groups.setdefault(repr(job[1]), []).append(job)
-        for jobs in groups.values():
-            self.batches += 1
-            self.windows += len(jobs)
-            mels = np.stack([j[0] for j in jobs])
-            self._settle([j[2] for j in jobs],
-                         lambda: DecodingTask(self.model, jobs[0][1]).run(self.model.graphs.encode(mels)))
-
-    @staticmethod
-    def _settle(futures: list[Future], work) -> None:
-        try:
-            results = work()
-        except Exception as e:  # noqa: BLE001  (each waiting request gets the error, the thread lives on)
-            for f in futures:
-                f.set_exception(e)
-            return
-        for f, r in zip(futures, results):
-            f.set_result(r)
-
-    def stop(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(timeout=10)
-
-
-class BatchedModel:
-    """The engine as `transcribe` sees it, with every engine call going through the batcher."""
-
-    def __init__(self, model, batcher: WindowBatcher):
-        self.model, self.batcher = model, batcher
-        self.dims, self.is_multilingual = model.dims, model.is_multilingual
-
-    def tokenizer(self, language=None, task=None):
-        return self.model.tokenizer(language, task)
-
-    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
-        return self.batcher.decode(mel, options)
-
-    def detect_language(self, mel: np.ndarray):
-        return self.batcher.call(self.model.detect_language, mel)
 
 
 class ApiError(Exception):
@@ -297,13 +205,8 @@ def _transcribe_upload(transcribe, engine: BatchedModel, batcher: WindowBatcher,
                        kwargs: dict) -> tuple[dict, float]:
     audio = decode_audio(io.BytesIO(data), filename)
     options = {k: v for k, v in kwargs.items() if v is not None}
-    with batcher.lock:
-        batcher.active += 1
-    try:
+    with batcher.running():
         return transcribe(engine, audio, **options), len(audio) / SAMPLE_RATE
-    finally:
-        with batcher.lock:
-            batcher.active -= 1
 
 
 def _respond(result: dict, response_format: str, task: str, duration: float):

@@ -1,0 +1,150 @@
+"""Several recordings transcribed at once, their windows decoded together.
+
+Each recording runs the sequential long-form loop (`transcribe`) in its own thread, conditioned on
+its own previous text, so its transcript is the one it gets alone; the loops' window decodes go to a
+`WindowBatcher`, the only thread that touches the engine, which decodes the windows waiting from all
+loops as one batch (same decoding options; each window keeps its own prompt). Used by the server
+(concurrent requests) and by `max-whisper transcribe --files-at-once`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .audio import N_FRAMES, load_audio, pad_or_trim
+from .decoding import DecodingOptions, DecodingResult, DecodingTask
+from .errors import WhisperError
+
+
+class WindowBatcher:
+    """Runs every engine call in one thread; decodes windows submitted concurrently as one batch."""
+
+    def __init__(self, model, max_batch: int, linger_s: float = 0.003):
+        self.model, self.max_batch, self.linger_s = model, max_batch, linger_s
+        self.jobs: queue.Queue = queue.Queue()
+        self.active = 0  # transcriptions running (they may submit windows)
+        self.lock = threading.Lock()
+        self.batches = self.windows = 0
+        self.thread = threading.Thread(target=self._serve, name="window-batcher", daemon=True)
+        self.thread.start()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Counts a transcription as running while inside: a batch waits a little for its windows."""
+        with self.lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
+        future: Future = Future()
+        self.jobs.put((pad_or_trim(mel, N_FRAMES), options, future))
+        return future.result()
+
+    def call(self, fn, *args):
+        """Run `fn(*args)` in the engine thread (engine calls other than window decodes)."""
+        future: Future = Future()
+        self.jobs.put((fn, args, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            first = self.jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:  # wait a little only while other running transcriptions may still send a window
+                    waiting = len(batch) < self.active
+                    job = self.jobs.get(timeout=self.linger_s) if waiting else self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self.jobs.put(None)
+                    break
+                batch.append(job)
+            self._run(batch)
+
+    def _run(self, batch: list) -> None:
+        groups: dict[str, list] = {}
+        for job in batch:
+            if callable(job[0]):
+                self._settle([job[2]], lambda fn=job[0], args=job[1]: [fn(*args)])
+            else:  # windows differing only in their prompts share a batch
+                groups.setdefault(repr(replace(job[1], prompt=None)), []).append(job)
+        for jobs in groups.values():
+            self.batches += 1
+            self.windows += len(jobs)
+            mels = np.stack([j[0] for j in jobs])
+            task = DecodingTask(self.model, jobs[0][1], prompts=[j[1].prompt for j in jobs])
+            self._settle([j[2] for j in jobs], lambda: task.run(self.model.graphs.encode(mels)))
+
+    @staticmethod
+    def _settle(futures: list[Future], work) -> None:
+        try:
+            results = work()
+        except Exception as e:  # noqa: BLE001  (each waiting transcription gets the error, the thread lives on)
+            for f in futures:
+                f.set_exception(e)
+            return
+        for f, r in zip(futures, results):
+            f.set_result(r)
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+
+class BatchedModel:
+    """The engine as `transcribe` sees it, with every engine call going through the batcher."""
+
+    def __init__(self, model, batcher: WindowBatcher):
+        self.model, self.batcher = model, batcher
+        self.dims, self.is_multilingual = model.dims, model.is_multilingual
+
+    def tokenizer(self, language=None, task=None):
+        return self.model.tokenizer(language, task)
+
+    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
+        return self.batcher.decode(mel, options)
+
+    def detect_language(self, mel: np.ndarray):
+        return self.batcher.call(self.model.detect_language, mel)
+
+
+def transcribe_files(model, inputs: list[Path | np.ndarray], at_once: int,
+                     **options) -> Iterator[tuple[Path | np.ndarray, np.ndarray | None, dict | WhisperError]]:
+    """Transcribe `at_once` files (or 16 kHz arrays) at a time, their windows decoded together; yields
+    (input, audio, result) in the order of `inputs`, as each is done (audio None and a WhisperError
+    for one that failed). Transcripts are those of transcribing each alone (sequential loop)."""
+    from .transcribe import transcribe
+
+    if options.get("batch_size") is not None:
+        raise WhisperError("several files at once run each file's sequential loop: leave out --batch-size")
+    batcher = WindowBatcher(model, max_batch=at_once)
+    engine = BatchedModel(model, batcher)
+
+    def one(item: Path | np.ndarray):
+        with batcher.running():
+            try:
+                audio = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, np.float32)
+                return item, audio, transcribe(engine, audio, **options)
+            except WhisperError as e:
+                return item, None, e
+
+    try:
+        with ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transcribe") as workers:
+            yield from (future.result() for future in [workers.submit(one, item) for item in inputs])
+    finally:
+        batcher.stop()
