@@ -11,7 +11,7 @@ Modes, each timed after a warm-up (compiles, records the step graph for the batc
   at a different second each, the start moved to the end), alone one after another and together; their
   transcripts are compared token for token (windows of different files with prompts of different
   lengths share each batch here).
-Prints JSON lines: audio hours per device hour (audio seconds / wall seconds) and WER against the
+Prints JSON lines: audio hours per device hour (audio seconds / median wall seconds of --repeat runs) and WER against the
 lecture's reference (copies) or the number of files whose transcript equals their transcript alone.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--modes", default="sequential,batch,files,shifted")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per mode (median and min reported)")
     p.add_argument("--compiled", action="append", default=None, help="folders from `max-whisper compile`")
     p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "speech")
     args = p.parse_args()
@@ -50,14 +52,19 @@ def main() -> None:
     report = {"machine": _machine(), "model": args.model, "device": args.device, "copies": n,
               "audio_s": n * len(lecture) / 16000, "load_s": time.perf_counter() - t}
 
-    def record(name: str, wall: float, **quality) -> None:
-        report[name] = {"wall_s": wall, "audio_hours_per_device_hour": report["audio_s"] / wall, **quality}
+    def record(name: str, walls: list[float], **quality) -> None:
+        wall = statistics.median(walls)
+        report[name] = {"wall_s": wall, "wall_s_min": min(walls), "runs": len(walls),
+                        "audio_hours_per_device_hour": report["audio_s"] / wall, **quality}
         print(json.dumps({name: report[name]}), flush=True)
 
     def timed(run):
-        start = time.perf_counter()
-        out = run()
-        return out, time.perf_counter() - start
+        walls = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            out = run()
+            walls.append(time.perf_counter() - start)
+        return out, walls
 
     reference = [" ".join([ref] * n)]
     for name, batch in (("sequential", None), (f"batch_size={args.batch_size}", args.batch_size)):
@@ -82,7 +89,9 @@ def main() -> None:
         together, wall = timed(lambda: at_once(shifted))
         equal = sum([s["tokens"] for s in a["segments"]] == [s["tokens"] for s in b["segments"]]
                     for a, b in zip(alone, together))
-        record(f"files_at_once={n} (shifted)", wall, transcripts_equal_alone=f"{equal}/{n}")
+        record(f"files_at_once={n} (shifted)", wall, transcripts_equal_alone=f"{equal}/{n}",
+               texts_equal_alone=f"{sum(a['text'] == b['text'] for a, b in zip(alone, together))}/{n}",
+               wer_against_alone=word_error_rate([a["text"] for a in alone], [b["text"] for b in together])[0])
     print(json.dumps(report))
 
 
