@@ -88,12 +88,13 @@ def test_reference_gpu_without_cuda_is_an_error(monkeypatch):
 
 def test_bench_report_has_every_column(speech, tmp_path, capsys):
     out = tmp_path / "results"
-    code = cli.main(["bench", str(speech / "jfk.wav"), "--backends", "reference,max", "--runs", "2",
-                     "--warmup", "1", "--output", str(out)])
+    code = cli.main(["bench", str(speech / "jfk.wav"), str(speech / "goforward.wav"), "--backends", "reference,max",
+                     "--runs", "2", "--warmup", "1", "--files-at-once", "2", "--output", str(out)])
     table = capsys.readouterr().out
     assert code == 0
     report = json.loads((out / "bench.json").read_text())
-    rows = {r["backend"]: r for r in report["rows"]}
+    rows = {r["backend"] + (r["batching"] or ""): r for r in report["rows"]}
+    assert rows.pop("max2 files")["texts"] == rows["max"]["texts"]
     for key, title, _ in mw.bench.COLUMNS:
         assert title in table
         for r in rows.values():

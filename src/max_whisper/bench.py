@@ -45,6 +45,8 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--dtype", default=None, help="MAX dtype on the GPU (default float32)")
     b.add_argument("--batch-size", type=int, default=None,
                    help="also time the max backend's throughput mode with this many windows per batch")
+    b.add_argument("--files-at-once", type=int, default=None, metavar="N",
+                   help="also time the max backend transcribing N of the files at a time (transcribe --files-at-once)")
     b.add_argument("--refs", type=Path, default=None,
                    help="reference transcripts, TSV with columns file and reference (default: refs.tsv "
                         "beside the first audio file, if there is one)")
@@ -75,8 +77,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise WhisperError("--devices gpu: MAX finds no GPU on this machine")
     if args.runs < 1 or args.warmup < 0:
         raise WhisperError("--runs must be at least 1 and --warmup at least 0")
-    if args.batch_size is not None and (args.batch_size < 1 or "max" not in backends):
-        raise WhisperError("--batch-size must be at least 1 and needs the max backend")
+    for flag, value in (("--batch-size", args.batch_size), ("--files-at-once", args.files_at_once)):
+        if value is not None and (value < 1 or "max" not in backends):
+            raise WhisperError(f"{flag} must be at least 1 and needs the max backend")
     audio = [p.resolve() for p in args.audio]
     for p in audio:
         if not p.is_file():
@@ -89,11 +92,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = []
     for device in devices:
         for backend in backends:
-            for batch_size in [None] + ([args.batch_size] if backend == "max" and args.batch_size else []):
+            modes = [{}]
+            if backend == "max" and args.batch_size:
+                modes.append({"batch_size": args.batch_size, "batching": f"{args.batch_size} windows"})
+            if backend == "max" and args.files_at_once:
+                modes.append({"files_at_once": args.files_at_once, "batching": f"{args.files_at_once} files"})
+            for mode in modes:
                 config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
                           "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
-                          "batch_size": batch_size, "dtype": args.dtype if device == "gpu" and args.dtype else "float32",
-                          "compiled": compiled if backend == "max" else None}
+                          "dtype": args.dtype if device == "gpu" and args.dtype else "float32",
+                          "compiled": compiled if backend == "max" else None, "batching": None, **mode}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
     report = _report(rows, refs, audio, args)
@@ -135,13 +143,20 @@ def _worker(config: dict) -> int:
     options = {"temperature": 0.0, "beam_size": config["beam_size"]}
     if config.get("batch_size"):
         options["batch_size"] = config["batch_size"]
+
+    def transcribe_all() -> list[dict]:
+        if config.get("files_at_once"):
+            from .batching import transcribe_files
+
+            return [r for _, _, r in transcribe_files(model, audio, config["files_at_once"], **options)]
+        return [model.transcribe(a, **options) for a in audio]
+
     for _ in range(config["warmup"]):
-        for a in audio:
-            model.transcribe(a, **options)
+        transcribe_all()
     walls, graph = [], []
     for _ in range(config["runs"]):
         g0, t0 = model.max_graph_seconds(), time.perf_counter()
-        results = [model.transcribe(a, **options) for a in audio]
+        results = transcribe_all()
         walls.append(time.perf_counter() - t0)
         graph.append(model.max_graph_seconds() - g0)
     print(json.dumps({
@@ -256,7 +271,7 @@ def _machine() -> dict:
     return info
 
 
-COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("batch_size", "batch", "{}"),
+COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("batching", "batched", "{}"),
            ("load_s", "load+compile s", "{:.1f}"),
            ("median_s", "median s", "{:.3f}"), ("min_s", "min s", "{:.3f}"), ("realtime_x", "x real time", "{:.1f}"),
            ("speedup_vs_cpu_reference", "speedup vs CPU ref", "{:.2f}x"), ("max_graph_median_s", "in MAX graphs s", "{:.3f}"),
@@ -275,7 +290,7 @@ def markdown(report: dict) -> str:
              "|" + " --- |" * len(COLUMNS)]
     for r in report["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['backend']} | {r['device']} | {r.get('batch_size')} | failed: {r['error']} |"
+            lines.append(f"| {r['backend']} | {r['device']} | {r.get('batching') or 'n/a'} | failed: {r['error']} |"
                          + " |" * (len(COLUMNS) - 4))
             continue
         cells = []
@@ -295,7 +310,7 @@ def _chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["rows"] if not r.get("error")]
-    labels = [f"{r['backend']}\n{r['device']}" + (f" b{r['batch_size']}" if r.get("batch_size") else "") for r in rows]
+    labels = [f"{r['backend']}\n{r['device']}" + (f" {r['batching']}" if r.get("batching") else "") for r in rows]
     graph = [r["max_graph_median_s"] for r in rows]
     other = [r["other_median_s"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.5))
