@@ -245,7 +245,7 @@ def _report(rows: list[dict], refs: dict[str, str], audio: list[Path], args) -> 
         r["other_median_s"] = r["median_s"] - r["max_graph_median_s"]
         r["speedup_vs_cpu_reference"] = baseline["median_s"] / r["median_s"] if baseline else None
         r["same_text_as_cpu_reference"] = r["texts"] == baseline["texts"] if baseline else None
-        if len(refs) == len(audio):
+        if all(p.name in refs for p in audio):
             r["wer_percent"], normalizer = word_error_rate([refs[p.name] for p in audio], r["texts"])
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
