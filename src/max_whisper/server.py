@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .audio import SAMPLE_RATE, decode_audio
-from .batching import BatchedModel, WindowBatcher
+from .batching import BatchedModel, WindowBatcher, one_blas_thread
 from .errors import WhisperError, first_line
 from .outputs import WRITERS
 from .tokenizer import LANGUAGES, language_code
@@ -70,7 +70,8 @@ def create_app(model, options: ServerOptions = ServerOptions()):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        yield
+        with one_blas_thread():  # requests compute their log-mels in threads of their own
+            yield
         batcher.stop()
         workers.shutdown(wait=False, cancel_futures=True)
 
