@@ -150,3 +150,20 @@ def test_files_at_once_give_each_file_its_own_transcript(tiny, tiny_step, speech
         assert len(audio) > 0 and len(ours["segments"]) > 1
         assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
         assert ours["text"] == theirs["text"]
+
+
+def test_files_at_once_stopped_early_leave_no_thread_waiting(tiny, speech):
+    """Closing the results early (Ctrl-C in the CLI) drops the files not started and fails the windows
+    still waiting, so every transcription thread ends."""
+    import threading
+
+    from max_whisper.batching import transcribe_files
+
+    done = transcribe_files(tiny, [speech / "jfk.wav"] * 6, 2, temperature=0.0)
+    path, audio, result = next(done)
+    assert "ask not what your country" in result["text"]
+    done.close()
+    for thread in threading.enumerate():
+        if thread.name.startswith(("transcribe", "window-batcher")):
+            thread.join(timeout=120)
+            assert not thread.is_alive(), thread.name

@@ -33,6 +33,7 @@ class WindowBatcher:
         self.active = 0  # transcriptions running (they may submit windows)
         self.lock = threading.Lock()
         self.batches = self.windows = 0
+        self.stopped = False
         self.thread = threading.Thread(target=self._serve, name="window-batcher", daemon=True)
         self.thread.start()
 
@@ -48,20 +49,25 @@ class WindowBatcher:
                 self.active -= 1
 
     def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
-        future: Future = Future()
-        self.jobs.put((pad_or_trim(mel, N_FRAMES), options, future))
-        return future.result()
+        return self._submit(pad_or_trim(mel, N_FRAMES), options)
 
     def call(self, fn, *args):
         """Run `fn(*args)` in the engine thread (engine calls other than window decodes)."""
+        return self._submit(fn, args)
+
+    def _submit(self, work, args):
         future: Future = Future()
-        self.jobs.put((fn, args, future))
+        with self.lock:
+            if self.stopped:
+                raise WhisperError("transcription stopped")
+            self.jobs.put((work, args, future))
         return future.result()
 
     def _serve(self) -> None:
         while True:
             first = self.jobs.get()
             if first is None:
+                self._fail_waiting()
                 return
             batch = [first]
             while len(batch) < self.max_batch:
@@ -102,8 +108,21 @@ class WindowBatcher:
             f.set_result(r)
 
     def stop(self) -> None:
-        self.jobs.put(None)
+        """Ends the engine thread after the batch it is running; windows still waiting, or sent later,
+        fail with "transcription stopped", so no transcription waits forever."""
+        with self.lock:
+            self.stopped = True
+            self.jobs.put(None)
         self.thread.join(timeout=10)
+
+    def _fail_waiting(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job[2].set_exception(WhisperError("transcription stopped"))
 
 
 @contextlib.contextmanager
@@ -157,8 +176,11 @@ def transcribe_files(model, inputs: list[Path | np.ndarray], at_once: int,
             except WhisperError as e:
                 return item, None, e
 
+    workers = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transcribe")
     try:
-        with one_blas_thread(), ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transcribe") as workers:
-            yield from (future.result() for future in [workers.submit(one, item) for item in inputs])
-    finally:
+        with one_blas_thread():
+            futures = [workers.submit(one, item) for item in inputs]
+            yield from (future.result() for future in futures)
+    finally:  # also when the caller stops early (Ctrl-C): files not started are dropped, running ones fail
+        workers.shutdown(wait=False, cancel_futures=True)
         batcher.stop()
