@@ -441,7 +441,7 @@ class DecodingTask:
         for k, p in enumerate(pad):
             left_aligned[k, :width - p] = tokens[k, p:]
         sot_at, last_at = self.sot_index - pad, width - 1 - pad
-        positions = sorted({*sot_at.tolist(), *last_at.tolist()})
+        positions = sorted({*sot_at.tolist(), *last_at.tolist()})  # every row's logits at each of these
         logits = state.step(left_aligned, positions, ragged=pad)
         rows, column = np.arange(len(tokens)), {p: j for j, p in enumerate(positions)}
         return (logits[rows, [column[p] for p in sot_at]],

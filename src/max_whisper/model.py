@@ -603,7 +603,7 @@ class DecoderState:
     caches: list[driver.Buffer]
     suppress: driver.Buffer
     offset: int = 0  # positions written in the cache
-    slot: StepSlot | None = None  # GPU: the recorded single-token step and the buffers it reads
+    slot: StepSlot | None = None  # GPU: the recorded steps and the buffers they read
     # Rows whose first tokens were shorter than others': how many of the first step's positions each
     # left as padding. Such a row's next position is `offset - ragged`; only the recorded steps,
     # whose rows each have their own position, can continue them.
