@@ -130,13 +130,14 @@ def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
 
 
 class Progress:
-    """A progress bar over audio seconds, on stderr, only when stderr is a terminal."""
+    """A progress bar over audio seconds (or files), on stderr, only when stderr is a terminal."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, unit: str = "s"):
         from tqdm import tqdm
 
-        self.bar = tqdm(desc=name, unit="s", disable=not sys.stderr.isatty(), leave=False,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]")
+        self.bar = tqdm(desc=name, disable=not sys.stderr.isatty(), leave=False,
+                        bar_format=f"{{desc}}: {{percentage:3.0f}}%|{{bar}}| {{n:.0f}}/{{total:.0f}} {unit} "
+                                   "[{elapsed}<{remaining}]")
 
     def __call__(self, done: float, total: float) -> None:
         self.bar.total = total
@@ -181,7 +182,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.files_at_once > 1:
         from .batching import transcribe_files
 
-        done = transcribe_files(model, files, args.files_at_once, **options)
+        done = _counting_files(transcribe_files(model, files, args.files_at_once, **options), len(files))
     else:
         done = _one_by_one(model, files, options)
     audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()
@@ -209,6 +210,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     print(f"transcribed {transcribed}/{len(files)} files: {audio_seconds:.1f} s of audio in {wall:.1f} s "
           f"({audio_seconds / wall if wall > 0 else 0:.1f}x real time)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _counting_files(done, total: int):
+    """The results as they come, under a progress bar over files (files at once have no bar each)."""
+    progress = Progress("files", unit="files")
+    try:
+        for i, item in enumerate(done):
+            progress.bar.clear()  # the result is printed next
+            yield item
+            progress(i + 1, total)
+    finally:
+        progress.close()
 
 
 def _one_by_one(model, files: list[Path], options: dict):
