@@ -165,7 +165,9 @@ class LogMelFeatures:
     window's frames are computed on demand, so memory stays bounded on any length.
     """
 
-    CHUNK_FRAMES = 6000  # frames per pass-one block
+    # Frames per pass-one block: cache-sized, like the FFT's blocks (the samples, log10 and clamp passes
+    # over 6000-frame blocks took the lecture's pass one to 48-60 ms against 27 ms; benchmarks/logmel_timing.py).
+    CHUNK_FRAMES = FFT_BLOCK
     HELD_FRAMES = 180_000  # longest recording whose log-mel power is kept whole
 
     def __init__(self, audio: np.ndarray, n_mels: int = 80, padding: int = 0):
