@@ -127,9 +127,11 @@ def test_step_graph_batch_and_longform_equal(tiny, tiny_step, speech):
 def test_step_graph_decodes_rows_of_different_prompts_together(tiny, tiny_step, speech):
     """Windows of different recordings share one batch, each after its own previous text (prompts of
     different lengths, one of them the longest kept): every row as decoded alone."""
-    mels = np.stack([window(tiny, speech, clip) for clip in ("jfk.wav", "goforward.wav", "cards_005.wav")])
+    clips = ("jfk.wav", "goforward.wav", "cards_005.wav", "cards_001.wav", "sense_and_sensibility_01_austen_64kb-0880.wav")
+    mels = np.stack([window(tiny, speech, clip) for clip in clips])
     tok = tiny.tokenizer("en")
-    prompts = [[], tok.encode(" And so, my fellow Americans, ask not"), tok.encode(" a long prompt" * 200)]
+    prompts = [[], tok.encode(" And so, my fellow Americans, ask not"), tok.encode(" a long prompt" * 200), [],
+               tok.encode(" Ten of clubs.")]  # 5 rows: recorded on 6, one row of padding
     options = mw.DecodingOptions(language="en")
     calls = tiny_step.graphs.timings.calls.get("decoder_step", 0)
     together = mw.decoding.DecodingTask(tiny_step, options, prompts).run(tiny_step.graphs.encode(mels))
@@ -142,3 +144,10 @@ def test_step_graph_decodes_rows_of_different_prompts_together(tiny, tiny_step, 
     # without the step graph (the CPU engine), rows are decoded in groups of equal prompt length
     grouped = mw.decoding.DecodingTask(tiny, options, prompts).run(tiny.graphs.encode(mels))
     assert [r.tokens for r in grouped] == [r.tokens for r in together]
+
+
+def test_recorded_batches_come_in_few_sizes():
+    """Each recorded batch size holds its own GPU memory: rows are padded to one of a few sizes."""
+    sizes = [mw.model.recorded_batch(b) for b in range(1, 65)]
+    assert set(sizes) == {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}
+    assert all(b <= size < 1.5 * b + 1 for b, size in enumerate(sizes, start=1))
