@@ -1,7 +1,8 @@
 """Several recordings transcribed at once, their windows decoded together.
 
 Each recording runs the sequential long-form loop (`transcribe`) in its own thread, conditioned on
-its own previous text, so its transcript is the one it gets alone; the loops' window decodes go to a
+its own previous text, so its transcript is the one it gets alone (on a GPU up to the rounding of
+batched kernels, which can move a near-tied timestamp); the loops' window decodes go to a
 `WindowBatcher`, the only thread that touches the engine, which decodes the windows waiting from all
 loops as one batch (same decoding options; each window keeps its own prompt). Used by the server
 (concurrent requests) and by `max-whisper transcribe --files-at-once`.
@@ -157,11 +158,12 @@ def transcribe_files(model, inputs: list[Path | np.ndarray], at_once: int,
                      **options) -> Iterator[tuple[Path | np.ndarray, np.ndarray | None, dict | WhisperError]]:
     """Transcribe `at_once` files (or 16 kHz arrays) at a time, their windows decoded together; yields
     (input, audio, result) in the order of `inputs`, as each is done (audio None and a WhisperError
-    for one that failed). Transcripts are those of transcribing each alone (sequential loop)."""
+    for one that failed). Transcripts are those of transcribing each alone (sequential loop; see the
+    module's note on GPU rounding)."""
     from .transcribe import transcribe
 
     if options.get("batch_size") is not None:
-        raise WhisperError("several files at once run each file's sequential loop: leave out --batch-size")
+        raise WhisperError("several files at once run each file's sequential loop: leave out batch_size")
     # Throughput, not latency: a batch waits up to 0.1 s for each next window while files are running
     # (their threads' host work between windows shares one interpreter), so that windows of all files
     # meet in one batch rather than in two alternating ones.
