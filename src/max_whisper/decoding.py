@@ -452,13 +452,12 @@ class DecodingTask:
     # chosen tokens come back to the host.
 
     def _greedy_on_device(self) -> bool:
-        return isinstance(self.decoder, GreedyDecoder) and self.decoder.temperature == 0
+        return self.options.beam_size is None and self.options.temperature == 0
 
     def _ragged_on_device(self) -> bool:
         """Can rows of different initial lengths share one run: greedy steps on the recorded step
         graph, whose rows each have their own position."""
-        opts = self.options
-        return opts.temperature == 0 and opts.beam_size is None and self.model.graphs.decoder_step is not None
+        return self._greedy_on_device() and self.model.graphs.decoder_step is not None
 
     def _timestamp_rules(self) -> ApplyTimestampRules | None:
         return next((f for f in self.filters if isinstance(f, ApplyTimestampRules)), None)

@@ -642,13 +642,10 @@ class DecoderState:
         """The recorded steps (GPU): feed one new token per row [batch, 1] and make STEPS_PER_CALL greedy
         choices, the rules followed from `rule_state` [batch, STEP_COLUMNS after token and position].
         Returns each step's tokens and log probabilities; steps past the context's end are left out."""
-        self._check_slot()
-        positions = self.offset - (self.ragged if self.ragged is not None else np.zeros(len(tokens), np.int64))
-        first = int(positions.min())  # the steps go on while the shortest row fits
-        if first + 1 > self.graphs.dims.n_text_ctx:
-            raise WhisperError(f"decoder context of {self.graphs.dims.n_text_ctx} tokens exceeded")
+        behind = self.ragged if self.ragged is not None else np.zeros(len(tokens), np.int64)
+        first = self._claim(1, int(behind.max()))  # the steps go on while the row furthest behind fits
         n_steps = min(STEPS_PER_CALL, self.graphs.dims.n_text_ctx - first)
-        positions = positions.astype(np.int64)[:, None]
+        positions = (self.offset - behind).astype(np.int64)[:, None]
         inputs = self._fill(np.concatenate([tokens, positions, rule_state], axis=1))
         choice = self.graphs.to_host(self.slot.step(inputs, self.suppress))[:len(tokens)]
         self.offset += n_steps
@@ -664,13 +661,15 @@ class DecoderState:
         if self.slot is not None and self.slot.owner is not self:
             raise WhisperError("internal error: a newer decoding run took over this run's GPU buffers")
 
-    def _claim(self, n_new: int) -> int:
-        """Checks that this run still owns its buffers and that `n_new` more tokens fit in the context;
-        returns the position of the first of them."""
+    def _claim(self, n_new: int, behind: int = 0) -> int:
+        """Checks that this run still owns its buffers and that `n_new` more tokens fit in the context of
+        the row `behind` positions short of `offset` (ragged rows: the one furthest behind); returns that
+        row's position for the first of them."""
         self._check_slot()
-        if self.offset + n_new > self.graphs.dims.n_text_ctx:
+        first = self.offset - behind
+        if first + n_new > self.graphs.dims.n_text_ctx:
             raise WhisperError(f"decoder context of {self.graphs.dims.n_text_ctx} tokens exceeded")
-        return self.offset
+        return first
 
     def _execute(self, tokens: np.ndarray, logit_positions: list[int] | None, rules: np.ndarray):
         g = self.graphs
