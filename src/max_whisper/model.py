@@ -98,7 +98,7 @@ def merge_heads(x: TensorValue) -> TensorValue:
 
 
 def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue | None = None,
-              one_query: bool = False) -> TensorValue:
+              one_query: bool = False, values_transposed: bool = False) -> TensorValue:
     """softmax(q k^T / sqrt(d_head) + mask) v over [batch, head, time, d_head] values.
 
     Computed in float32 whatever the weights' dtype: MAX 26.7's fused fp16 attention kernel for
@@ -106,6 +106,9 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     `one_query`: q holds a single position, and the products are broadcasts and sums: the matmul form
     becomes MAX's fused flash-attention kernel, which on an H100 takes 55 us per call for one query
     over 1500 keys, this form 13 us (benchmarks/README.md, step_parts.py).
+    `values_transposed` (with `one_query`): v is [batch, head, d_head, time], so that the sum over time
+    runs along the inner axis: on an H100 4 layers' cross-attention value sums 32 -> 15 us at batch 1,
+    285 -> 105 us at batch 16.
     """
     dtype = q.dtype
     if dtype != DType.float32:
@@ -130,7 +133,9 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     if mask is not None:
         scores = scores + mask
     weights = ops.softmax(scores)
-    if one_query:
+    if values_transposed:
+        out = ops.transpose(ops.sum(weights * v, axis=-1), 2, 3)
+    elif one_query:
         out = ops.sum(ops.transpose(weights, 2, 3) * v, axis=2)
     elif merged:
         out = ops.reshape(ops.reshape(weights, [-1, seq, keys]) @ v3, [batch, heads, seq, d_head])
@@ -167,17 +172,21 @@ def conv1d(w: GraphWeights, name: str, x: TensorValue, stride: int) -> TensorVal
     return ops.transpose(ops.squeeze(y, 1), 1, 2)
 
 
-def build_cross_kv(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef) -> Graph:
+def build_cross_kv(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef,
+                   for_steps: bool = False) -> Graph:
+    """Cross-attention keys and values of each decoding row's audio features; `for_steps`: the values
+    also as [layer, batch, head, d_head, time], the recorded steps' layout (see `attention`)."""
     feats = TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_text_state], device)
     rows = TensorType(DType.int64, ["batch"], device)
-    with Graph("whisper_cross_kv", input_types=[feats, rows]) as g:
+    with Graph("whisper_cross_kv_for_steps" if for_steps else "whisper_cross_kv", input_types=[feats, rows]) as g:
         x = ops.gather(g.inputs[0].tensor, g.inputs[1].tensor, axis=0)
         keys, values = [], []
         for i in range(dims.n_text_layer):
             b = f"decoder.blocks.{i}.cross_attn"
             keys.append(split_heads(linear(w, f"{b}.key", x, bias=False), dims.n_text_head))
             values.append(split_heads(linear(w, f"{b}.value", x), dims.n_text_head))
-        g.output(ops.stack(keys), ops.stack(values))
+        keys, values = ops.stack(keys), ops.stack(values)
+        g.output(keys, values, *([ops.transpose(values, 3, 4)] if for_steps else []))
     return g
 
 
@@ -240,7 +249,7 @@ def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, dev
     inputs = [
         TensorType(DType.int64, ["batch", len(STEP_COLUMNS)], device),
         TensorType(DType.float32, [dims.n_vocab], device),  # suppression: 0 or -inf per token
-    ] + cross_types(dims, dtype, device) + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
+    ] + cross_types(dims, dtype, device, values_transposed=True) + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
     with Graph("whisper_decoder_step", input_types=inputs) as g:
         state, suppress, cross_k, cross_v = (v.tensor for v in g.inputs[:4])
         caches = [v.buffer for v in g.inputs[4:]]
@@ -294,10 +303,13 @@ def timestamp_rules(n_vocab: int, ts_begin: TensorValue, eot: TensorValue, ts_ru
     return ops.concat([text_end, eot, begin, lo, vocab, ts_rule], axis=1)
 
 
-def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef, batch: int | str = "batch") -> list[TensorType]:
-    """Cross-attention keys and values [layer, batch, head, n_audio_ctx, d_head]."""
-    head_dim = dims.n_text_state // dims.n_text_head
-    return [TensorType(dtype, [dims.n_text_layer, batch, dims.n_text_head, dims.n_audio_ctx, head_dim], device)] * 2
+def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef, batch: int | str = "batch",
+                values_transposed: bool = False) -> list[TensorType]:
+    """Cross-attention keys and values [layer, batch, head, n_audio_ctx, d_head] (`values_transposed`:
+    values [layer, batch, head, d_head, n_audio_ctx])."""
+    keys = [dims.n_text_layer, batch, dims.n_text_head, dims.n_audio_ctx, dims.n_text_state // dims.n_text_head]
+    values = keys[:3] + keys[:2:-1] if values_transposed else keys
+    return [TensorType(dtype, keys, device), TensorType(dtype, values, device)]
 
 
 def embed(w: GraphWeights, tokens: TensorValue, positions: TensorValue) -> TensorValue:
@@ -310,7 +322,8 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
                    mask: TensorValue, cross_k: TensorValue, cross_v: TensorValue,
                    one_query: bool = False, one_row: bool = False) -> TensorValue:
     """The residual blocks; `cached(buffer, new rows)` stores the new keys or values in a cache buffer
-    and returns the rows attention sees; `one_query`: see `attention`; `one_row`: see `row_product`."""
+    and returns the rows attention sees; `one_query`: see `attention`, and `cross_v` is transposed
+    (`cross_types`); `one_row`: see `row_product`."""
     def lin(name: str, h: TensorValue, bias: bool = True) -> TensorValue:
         return linear(w, name, h, bias, one_row)
 
@@ -323,7 +336,8 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
         x = x + lin(f"{b}.attn.out", merge_heads(attention(q, k, v, mask, one_query)))
         h = layer_norm(w, f"{b}.cross_attn_ln", x)
         q = split_heads(lin(f"{b}.cross_attn.query", h), dims.n_text_head)
-        x = x + lin(f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i], one_query=one_query)))
+        x = x + lin(f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i], one_query=one_query,
+                                                               values_transposed=one_query)))
         x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x), one_row)
     return x
 
@@ -415,7 +429,8 @@ def build_reorder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: 
     return g
 
 
-BUILDERS = {"encoder": build_encoder, "cross_kv": build_cross_kv, "decoder": build_decoder,
+BUILDERS = {"encoder": build_encoder, "cross_kv": build_cross_kv,
+            "cross_kv_for_steps": functools.partial(build_cross_kv, for_steps=True), "decoder": build_decoder,
             "decoder_row": functools.partial(build_decoder, one_row=True),
             "decoder_step": build_decoder_step, "reorder": build_reorder}
 
@@ -478,15 +493,13 @@ class WhisperGraphs:
         self._shipped = MefStore.for_import([shipped], verify_body=True) if shipped else None
         self.timings = Timings()
         self.sources: dict[str, str] = {}  # graph -> "compiled" (here), "--compiled" or "shipped"
-        for name in graphs:  # the hybrid backend compiles only the encoder
-            setattr(self, name, self._compile(name))
         # On a GPU, greedy steps replay a recorded graph of STEPS_PER_CALL steps (see build_decoder_step); on the
         # CPU it brings nothing, but `step_graph=True` runs it there too (to test it without a GPU).
-        self.decoder_step = self.decoder_row = None
-        if "decoder" in graphs and (step_graph if step_graph is not None else not self.device.is_host):
-            self.decoder_step = self._compile("decoder_step")
-        elif "decoder" in graphs and self.device.is_host:
-            self.decoder_row = self._compile("decoder_row")
+        steps = "decoder" in graphs and (step_graph if step_graph is not None else not self.device.is_host)
+        for name in graphs:  # the hybrid backend compiles only the encoder
+            setattr(self, name, self._compile("cross_kv_for_steps" if name == "cross_kv" and steps else name))
+        self.decoder_step = self._compile("decoder_step") if steps else None
+        self.decoder_row = self._compile("decoder_row") if "decoder" in graphs and not steps and self.device.is_host else None
         self._slots: dict[int, StepSlot] = {}
         self._reorder = None
         self._constants: dict[tuple, driver.Buffer] = {}  # small inputs reused by every call
@@ -555,16 +568,16 @@ class WhisperGraphs:
         batch = len(rows)
         padding = recorded_batch(batch) - batch if self.decoder_step is not None else 0
         rows = np.concatenate([rows, np.repeat(rows[:1], padding)]).astype(np.int64)
-        keys, values = self._run("cross_kv", self.cross_kv, features, self.to_device(rows))
+        keys, values, *values_t = self._run("cross_kv", self.cross_kv, features, self.to_device(rows))
         if self.decoder_step is None:
             shape = (batch, self.dims.n_text_ctx, self.dims.n_text_state)
             caches = [driver.Buffer(self.dtype, shape, self.device) for _ in range(2 * self.dims.n_text_layer)]
             return DecoderState(self, keys, values, caches, self.suppression(()))
         if len(rows) not in self._slots:
-            self._slots[len(rows)] = StepSlot(self, len(rows), keys, values)
+            self._slots[len(rows)] = StepSlot(self, len(rows), keys, values, values_t[0])
         slot = self._slots[len(rows)]
-        slot.cross_k.inplace_copy_from(keys)
-        slot.cross_v.inplace_copy_from(values)
+        for buffer, new in ((slot.cross_k, keys), (slot.cross_v, values), (slot.cross_v_t, values_t[0])):
+            buffer.inplace_copy_from(new)
         self.device.synchronize()  # copies are asynchronous, even on the CPU; `keys` dies here
         state = DecoderState(self, slot.cross_k, slot.cross_v, slot.caches, self.suppression(()), slot=slot,
                              padding=padding)
@@ -705,13 +718,15 @@ class StepSlot:
     these (one run at a time: the newest run owns them); each step copies its inputs into `inputs`.
     """
 
-    def __init__(self, graphs: WhisperGraphs, batch: int, cross_k: driver.Buffer, cross_v: driver.Buffer):
+    def __init__(self, graphs: WhisperGraphs, batch: int, cross_k: driver.Buffer, cross_v: driver.Buffer,
+                 cross_v_t: driver.Buffer):
         dims, dev = graphs.dims, graphs.device
         self.graphs, self.batch = graphs, batch
         self.inputs = driver.Buffer(DType.int64, (batch, len(STEP_COLUMNS)), dev)
         self.suppress = driver.Buffer(DType.float32, (dims.n_vocab,), dev)
         self.cross_k = driver.Buffer(graphs.dtype, tuple(cross_k.shape), dev)
-        self.cross_v = driver.Buffer(graphs.dtype, tuple(cross_v.shape), dev)
+        self.cross_v = driver.Buffer(graphs.dtype, tuple(cross_v.shape), dev)  # for the first step
+        self.cross_v_t = driver.Buffer(graphs.dtype, tuple(cross_v_t.shape), dev)  # for the recorded ones
         shape = (batch, dims.n_text_ctx, dims.n_text_state)
         # Zeroed: the step reads every row, and masked rows of fresh memory can hold inf or NaN
         # (0 * NaN is NaN); later windows leave finite values there.
@@ -732,7 +747,7 @@ class StepSlot:
             self.suppress.inplace_copy_from(suppress)
             self._suppress_source = suppress
         g.device.synchronize()  # the step reads what the copies write (and the next step rewrites the staging)
-        args = (self.inputs, self.suppress, self.cross_k, self.cross_v, *self.caches)
+        args = (self.inputs, self.suppress, self.cross_k, self.cross_v_t, *self.caches)
         start = time.perf_counter()
         if g.device.is_host:
             self._output = model.execute(*args)[0]
