@@ -30,9 +30,9 @@ def products(x, w, form):
     return ops.squeeze(ops.sum(ops.unsqueeze(x, 1) * w, axis=-1), -1)  # row form
 
 
-def kernel_us(session, graph, inputs) -> tuple[float, float]:
-    """Kernel microseconds and kernels per call."""
-    model = session.load(graph)
+def kernel_events(model, inputs) -> list:
+    """The kernels of CALLS calls of a loaded model (torch.profiler's averaged events, copies left out),
+    after 3 warm-up calls; divide their time and count by CALLS for per-call figures."""
     for _ in range(3):
         model.execute(*inputs)
     driver.Accelerator().synchronize()
@@ -40,7 +40,12 @@ def kernel_us(session, graph, inputs) -> tuple[float, float]:
         for _ in range(CALLS):
             model.execute(*inputs)
         driver.Accelerator().synchronize()
-    events = [e for e in prof.key_averages() if e.device_time_total > 0 and "Memcpy" not in e.key]
+    return [e for e in prof.key_averages() if e.device_time_total > 0 and "Memcpy" not in e.key]
+
+
+def kernel_us(session, graph, inputs) -> tuple[float, float]:
+    """Kernel microseconds and kernels per call."""
+    events = kernel_events(session.load(graph), inputs)
     return sum(e.device_time_total for e in events) / CALLS, sum(e.count for e in events) / CALLS
 
 
