@@ -2,7 +2,11 @@
 (src/max_whisper/assets/compiled/<target>-max-<version>/). Run after any change to the graphs;
 tests/test_shipped.py fails until the shipped graphs are what the code builds. No GPU is needed.
 
-    python scripts/ship_compiled.py                   # every CPU level and GPU architecture
+A CPU level is compiled on a machine of exactly that level: MAX 26.7 compiling for x86-64-v3 on an AVX-512
+host wrote a set that runs but computes wrong values on an AVX2-only CPU (tiny.en's encoder off by up to 15;
+jfk.wav transcribed "And..."), and tests/test_shipped.py runs every set the CPU it runs on can run.
+
+    python scripts/ship_compiled.py                   # this machine's CPU level and every GPU architecture
     python scripts/ship_compiled.py x86-64-v4 sm_90   # some
 """
 
@@ -16,10 +20,12 @@ import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED
+from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target
 
 
 def ship(target: str) -> None:
+    if target in CPU_LEVELS and target != cpu_target():
+        sys.exit(f"{target}: compile it on a machine of that level (this one is {cpu_target()}); see the docstring")
     if target in GPU_ARCHS:
         folder, options = f"{target}-{GPU_HOST_LEVEL}", ["--device", "gpu", "--gpu-arch", target, "--cpu-target", GPU_HOST_LEVEL]
     else:
@@ -43,5 +49,5 @@ def pack(graphs: Path, folder: str) -> None:
 
 
 if __name__ == "__main__":
-    for target in sys.argv[1:] or [*CPU_LEVELS, *GPU_ARCHS]:
+    for target in sys.argv[1:] or [cpu_target(), *GPU_ARCHS]:
         ship(target)

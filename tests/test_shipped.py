@@ -88,3 +88,27 @@ def test_unwritable_cache_compiles_instead(tmp_path, monkeypatch):
         assert shipped_folder(target) is None
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert (shipped_folder(target) / "manifest.json").is_file()
+
+
+RUNNABLE_LEVELS = [level for level in CPU_LEVELS if cpu_target() and
+                   list(CPU_LEVELS).index(level) >= list(CPU_LEVELS).index(cpu_target())]
+
+
+@pytest.mark.parametrize("level", RUNNABLE_LEVELS)
+def test_each_shipped_cpu_set_this_cpu_runs_computes_what_openai_whisper_computes(tiny, tiny_ref, speech, level):
+    """Run each shipped CPU set this machine can run (its own level and the lower ones), not only the one
+    it would pick: a set compiled for another CPU level once gave a wrong encoder (jfk transcribed "And...")."""
+    import numpy as np
+    import torch
+    import whisper
+
+    import max_whisper as mw
+
+    model = mw.WhisperModel(tiny.checkpoint, compiled=[str(shipped_folder(level))])
+    assert set(model.graphs.sources.values()) == {"--compiled"}
+    mel = mw.pad_or_trim(mw.log_mel_spectrogram(mw.load_audio(speech / "jfk.wav")), 3000)
+    with torch.no_grad():
+        theirs = tiny_ref.encoder(torch.from_numpy(mel[None])).numpy()
+    assert np.abs(model.graphs.to_host(model.graphs.encode(mel[None])) - theirs).max() < 1e-3
+    reference = whisper.decode(tiny_ref, torch.from_numpy(mel), whisper.DecodingOptions(language="en", fp16=False))
+    assert model.decode(mel, mw.DecodingOptions(language="en")).tokens == reference.tokens
