@@ -2,7 +2,7 @@
 LogMelFeatures.CHUNK_FRAMES (= audio.FFT_BLOCK) frames against blocks of 6000 frames (the code before), and
 numpy's rfft alone.
 
-    python benchmarks/logmel_timing.py ../shared/speech/lecture.flac
+    python benchmarks/logmel_timing.py tests/speech/lecture.flac
 
 Prints median milliseconds of 9 runs of each, alternating.
 """

@@ -1,6 +1,6 @@
 """Peak memory of a one-hour transcription: the lecture repeated to 60 minutes, tiny.en, CPU, greedy.
 
-    python benchmarks/long_audio_memory.py [--minutes 60] [--speech ../shared/speech]
+    python benchmarks/long_audio_memory.py [--minutes 60] [--speech tests/speech]
 
 Prints one JSON line: audio seconds, wall seconds, peak RSS (MiB) of this process while transcribing
 (the high-water mark is reset after the model is loaded, so a graph compile on a cold cache, which
@@ -25,7 +25,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--model", default="tiny.en")
-    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "speech")
+    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "speech")
     args = p.parse_args()
 
     model = mw.load_model(args.model)

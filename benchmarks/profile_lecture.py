@@ -1,6 +1,6 @@
 """Where one transcription's time goes: seconds per MAX graph and the host functions that took the most.
 
-    python benchmarks/profile_lecture.py ../shared/speech/lecture.flac --device gpu [--batch-size 16]
+    python benchmarks/profile_lecture.py tests/speech/lecture.flac --device gpu [--batch-size 16]
 
 One warm-up transcription, then one under cProfile (which slows the Python parts somewhat); the graph
 times are the engine's own (each call timed to completion). Prints JSON.

@@ -95,7 +95,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-batch", default="1,16", help="comma-separated server --max-batch values")
-    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "speech")
+    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "speech")
     p.add_argument("--output", type=Path, default=Path("server-load"))
     args = p.parse_args()
     with open(args.speech / "refs.tsv", newline="") as f:

@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--modes", default="sequential,batch,files,shifted")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per mode (median and min reported)")
     p.add_argument("--compiled", action="append", default=None, help="folders from `max-whisper compile`")
-    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "speech")
+    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "speech")
     args = p.parse_args()
     modes = args.modes.split(",")
     with open(args.speech / "refs.tsv", newline="") as f:

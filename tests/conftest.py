@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SPEECH = Path(os.environ.get("MAX_WHISPER_SPEECH", REPO.parent / "shared" / "speech"))
+SPEECH = Path(os.environ.get("MAX_WHISPER_SPEECH", REPO / "tests" / "speech"))
 
 
 def speech_dir() -> Path:
