@@ -53,7 +53,7 @@ def _write_ct2(variables: dict[str, np.ndarray], version: int = 6) -> bytes:
         b = x.encode() + b"\0"
         return struct.pack("<H", len(b)) + b
 
-    codes = {np.dtype(np.float32): 0, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
+    codes = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.float16): 4}
     out = struct.pack("<I", version) + s("WhisperSpec") + struct.pack("<I", 3) + struct.pack("<I", len(variables))
     for name, a in variables.items():
         out += s(name) + struct.pack("<B", a.ndim) + b"".join(struct.pack("<I", n) for n in a.shape)
@@ -201,4 +201,69 @@ def test_incomplete_checkpoint_is_refused(ct2_folder):
     del variables["decoder/layer_0/ffn/linear_1/bias"]
     (folder / "model.bin").write_bytes(_write_ct2(variables))
     with pytest.raises(WhisperError, match="not a complete Whisper model"):
+        load_checkpoint(folder)
+
+
+def _hf_folder(ckpt, folder):
+    """A Hugging Face `openai/whisper-*` folder of `ckpt`, written by transformers."""
+    import torch
+    import transformers
+
+    from max_whisper.weights import hf_name_to_openai
+
+    d = ckpt.dims
+    config = transformers.WhisperConfig(
+        vocab_size=d.n_vocab, num_mel_bins=d.n_mels, d_model=d.n_audio_state, encoder_layers=d.n_audio_layer,
+        encoder_attention_heads=d.n_audio_head, decoder_layers=d.n_text_layer, decoder_attention_heads=d.n_text_head,
+        encoder_ffn_dim=4 * d.n_audio_state, decoder_ffn_dim=4 * d.n_text_state,
+        max_source_positions=d.n_audio_ctx, max_target_positions=d.n_text_ctx)
+    model = transformers.WhisperForConditionalGeneration(config)
+    model.load_state_dict({name: torch.from_numpy(np.asarray(ckpt.state[source], np.float32))
+                           for name in model.state_dict() if (source := hf_name_to_openai(name))}, strict=False)
+    model.save_pretrained(str(folder))
+    transformers.WhisperTokenizerFast(tokenizer_file=str(ckpt.tokenizer_file), pad_token="<|endoftext|>").save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory):
+    return _hf_folder(load_checkpoint("tiny.en"), tmp_path_factory.mktemp("hf"))
+
+
+@pytest.mark.parametrize("quantization", ["int8", "int16", "int8_bfloat16"])
+def test_ctranslate2_conversions_load_with_their_scales(tiny_hf, tmp_path, quantization, speech):
+    """faster-whisper's usual model folders: CTranslate2's own converter, integer weights with per-row
+    (int8) or per-matrix (int16) scales, other weights in float16 or bfloat16. Each weight is read back to
+    within half a quantisation step of the original, and the model transcribes."""
+    import ctranslate2
+    import shutil
+
+    out = tmp_path / quantization
+    ctranslate2.converters.TransformersConverter(str(tiny_hf)).convert(str(out), quantization=quantization)
+    shutil.copy(tiny_hf / "tokenizer.json", out / "tokenizer.json")
+    original, converted = load_checkpoint("tiny.en"), load_checkpoint(out)
+    for name, want in original.state.items():
+        want, got = want.astype(np.float32), converted.state[name]
+        assert got.dtype == np.float32 and got.shape == want.shape, name
+        step = _quantization_step(want, quantization)
+        assert np.all(np.abs(got - want) <= step / 2 + 2 ** -8 * np.abs(want) + 1e-7), name  # bfloat16: 8 bits
+    model = max_whisper.WhisperModel(converted)
+    assert "ask not what your country can do for you" in model.transcribe(str(speech / "jfk.wav"))["text"]
+
+
+def _quantization_step(weight: np.ndarray, quantization: str):
+    """The value of one integer step of CTranslate2's quantisation of `weight` (0 where it is not quantised)."""
+    if weight.ndim < 2 or not quantization.startswith("int"):
+        return 0.0
+    if quantization == "int16":  # one scale per matrix, 10 bits for its largest value
+        return np.abs(weight).max() / 2 ** 10
+    rows = np.abs(weight.reshape(len(weight), -1)).max(axis=1)  # one scale per output row, 127 its largest
+    return rows.reshape(-1, *[1] * (weight.ndim - 1)) / 127
+
+
+def test_integer_weights_without_scales_are_refused(ct2_folder):
+    folder, variables = ct2_folder
+    variables["encoder/layer_0/ffn/linear_0/weight"] = np.ones((8, 4), np.int8)
+    (folder / "model.bin").write_bytes(_write_ct2(variables))
+    with pytest.raises(WhisperError, match=r"encoder/layer_0/ffn/linear_0/weight holds int8 values without a scale"):
         load_checkpoint(folder)

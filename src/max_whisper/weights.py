@@ -160,7 +160,8 @@ def _load_packaged(name: str) -> Checkpoint:
 
 # --- CTranslate2 -----------------------------------------------------------
 
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
+_BFLOAT16 = 5
 
 
 def read_ct2_model_bin(data: bytes | memoryview, source: str = "model.bin") -> dict[str, np.ndarray]:
@@ -205,14 +206,36 @@ def read_ct2_model_bin(data: bytes | memoryview, source: str = "model.bin") -> d
             arr = np.frombuffer(buf[pos : pos + nbytes], dtype=_CT2_DTYPES[dtype_code])
             if arr.size != int(np.prod(dims)):
                 raise ValueError(f"variable {name}: {nbytes} bytes do not fill shape {dims}")
+            if dtype_code == _BFLOAT16:  # the upper half of a float32
+                arr = (arr.astype(np.uint32) << 16).view(np.float32)
             variables[name] = arr.reshape(dims)
             pos += nbytes
-        for _ in range(take("<I")):
-            alias, target = text(), text()
-            variables[alias] = variables[target]
-    except (struct.error, ValueError, UnicodeDecodeError, KeyError) as e:
+        aliases = [(text(), text()) for _ in range(take("<I"))]
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
         raise WhisperError(f"{source}: corrupt or truncated CTranslate2 model file ({e})") from None
+    variables = _dequantize(variables, source)
+    for alias, target in aliases:  # after dequantizing: an alias of a weight does not name its scale
+        if target not in variables:
+            raise WhisperError(f"{source}: corrupt CTranslate2 model file (alias {alias} of a missing {target})")
+        variables[alias] = variables[target]
     return variables
+
+
+def _dequantize(variables: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Integer weights (CTranslate2's int8 and int16 conversions) back to float32: each `.../weight` with a
+    `.../weight_scale` holds round(w * scale), the scale per output row (int8) or one for the matrix (int16)."""
+    out = {}
+    for name, value in variables.items():
+        if name.endswith("_scale") and name[: -len("_scale")] in variables:
+            continue
+        scale = variables.get(f"{name}_scale")
+        if scale is not None:
+            scale = scale.astype(np.float32).reshape(scale.shape + (1,) * (value.ndim - scale.ndim))
+            value = value.astype(np.float32) / scale
+        elif value.dtype.kind == "i" and value.ndim > 0:
+            raise WhisperError(f"{source}: variable {name} holds {value.dtype} values without a scale to read them with")
+        out[name] = value
+    return out
 
 
 def _split_rows(w: np.ndarray, n: int) -> list[np.ndarray]:
