@@ -297,8 +297,9 @@ class DecodingTask:
         tokens = list(tok.sot_sequence_including_notimestamps if opts.without_timestamps else tok.sot_sequence)
         if prefix := opts.prefix:
             prefix_tokens = tok.encode(" " + prefix.strip()) if isinstance(prefix, str) else list(prefix)
-            max_prefix_len = self.n_ctx // 2 - self.sample_len
-            tokens += prefix_tokens[-max_prefix_len:] if max_prefix_len > 0 else []
+            # openai-whisper's slice, kept as it is: with the default sample_len the bound is 0, and
+            # [-0:] keeps the whole prefix
+            tokens += prefix_tokens[-(self.n_ctx // 2 - self.sample_len):]
         return tuple(tokens)
 
     def _initial_tokens(self, prompt: str | list[int] | None) -> tuple[int, ...]:

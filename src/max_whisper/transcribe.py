@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .engine import WhisperModel
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+SILENCE_THRESHOLD_DB = -60.0  # windows whose loudest 20 ms is quieter are not decoded
 _DECODE_KEYS = {f.name for f in fields(DecodingOptions)}
 
 
@@ -32,16 +33,17 @@ def transcribe(
     condition_on_previous_text: bool = True,
     initial_prompt: str | None = None,
     batch_size: int | None = None,
-    silence_threshold_db: float | None = -60.0,
+    silence_threshold_db: float | None = SILENCE_THRESHOLD_DB,
     on_progress=None,
     **decode_options,
 ) -> dict:
     """Transcribe a file or a 16 kHz mono float32 array; returns openai-whisper's result dict
     (`text`, `segments`, `language`), every second of the input covered.
 
-    `silence_threshold_db`: a window whose audio RMS is below this level (dBFS) is not decoded
-    and gives no segment. Whisper, openai-whisper's included, writes text such as "you" for
-    digital silence; no audible speech is this quiet. None turns this off (openai-whisper's behaviour).
+    `silence_threshold_db`: a window whose loudest 20 ms is quieter than this (RMS, dBFS) is not
+    decoded and gives no segment. Whisper, openai-whisper's included, writes text such as "you" for
+    digital silence. The loudest short frame, not the window's average, so that a short quiet phrase
+    in a long quiet window still counts as sound. None turns this off (openai-whisper's behaviour).
 
     `batch_size`: decode windows of at most 30 s, cut in pauses, this many at a time, without
     conditioning on previous text (throughput mode, like faster-whisper's batched pipeline);
@@ -71,10 +73,7 @@ def transcribe(
     else:
         decode_options["language"], _ = model.detect_language(pad_or_trim(mel.window(0, N_FRAMES), N_FRAMES))
     language = decode_options["language"]
-    task = decode_options.get("task", "transcribe")
-    if task == "translate" and not model.is_multilingual:
-        raise WhisperError("this model is English-only; translate needs a multilingual model such as base")
-    tokenizer = model.tokenizer(language, task)
+    tokenizer = model.tokenizer(language, decode_options.get("task", "transcribe"))
     temperatures = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
 
     def needs_fallback(result: DecodingResult) -> bool:
@@ -99,7 +98,7 @@ def transcribe(
         return not (logprob_threshold is not None and result.avg_logprob > logprob_threshold)
 
     def silent(seek: int, size: int) -> bool:
-        return silence_threshold_db is not None and _rms_db(audio, seek, size) < silence_threshold_db
+        return silence_threshold_db is not None and loudest_frame_db(audio, seek, size) < silence_threshold_db
 
     initial_prompt_tokens = tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
     if batch_size is not None:
@@ -258,11 +257,17 @@ def plan_windows(audio: np.ndarray, content_frames: int, search_frames: int = 50
     return windows
 
 
-def _rms_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
-    """RMS level in dBFS of the samples behind mel frames [seek, seek + n_frames)."""
+SILENCE_FRAME = 2 * HOP_LENGTH  # 20 ms: shorter than any spoken syllable
+
+
+def loudest_frame_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
+    """RMS level in dBFS of the loudest 20 ms frame of the samples behind mel frames [seek, seek + n_frames)."""
     chunk = audio[seek * HOP_LENGTH: (seek + n_frames) * HOP_LENGTH].astype(np.float64)
-    rms = float(np.sqrt(np.mean(chunk**2))) if chunk.size else 0.0
-    return 20 * np.log10(rms) if rms > 0 else -np.inf
+    if chunk.size == 0:
+        return -np.inf
+    chunk = np.pad(chunk, (0, -chunk.size % SILENCE_FRAME))
+    peak = float(np.sqrt(np.square(chunk).reshape(-1, SILENCE_FRAME).mean(axis=1).max()))
+    return 20 * np.log10(peak) if peak > 0 else -np.inf
 
 
 def _report(on_progress, seek: int, content_frames: int) -> None:
