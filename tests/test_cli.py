@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from max_whisper import cli
+import max_whisper as mw
+from max_whisper import WhisperError, cli
 from conftest import mixed_recordings, write_wav
 
 
@@ -172,3 +174,122 @@ def test_files_at_once_print_what_one_by_one_prints(tmp_path, speech, capsys, us
 def test_files_at_once_refuses_what_it_cannot_do(argv, capsys):
     assert cli.main(["transcribe", "--sample", "--files-at-once", "2", *argv]) == 2
     assert "--files-at-once needs the max backend, and no --batch-size" in capsys.readouterr().err
+
+
+# --- defects found in review (issue 17): each fixed, each tested ---
+
+@pytest.mark.parametrize("backend", ["reference", "hybrid"])
+def test_reference_and_hybrid_backends_through_the_cli(backend, speech, capsys):
+    """The CLI passes a backend only the options the user gave (it once always passed batch_size, which
+    openai-whisper's transcribe does not take: a traceback)."""
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", backend]) == 0, capsys.readouterr().err
+    assert "ask not what your country can do for you" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", [["--batch-size", "4"], ["--silence-threshold-db", "-50"]])
+def test_max_only_options_are_refused_by_other_backends(speech, capsys, flag):
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", "reference", *flag]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --batch-size and --silence-threshold-db are options of the max "
+                                               "backend, not of reference")
+    reference = mw.load_model("tiny.en", backend="reference")
+    with pytest.raises(WhisperError, match="--batch-size .* is an option of the max backend"):
+        reference.transcribe(str(speech / "jfk.wav"), batch_size=4)
+
+
+def test_same_file_names_in_different_folders_keep_their_own_outputs(tmp_path, speech, capsys, use_tiny):
+    for folder, clip in (("a", "jfk.wav"), ("b", "goforward.wav")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.wav").write_bytes((speech / clip).read_bytes())
+    (tmp_path / "a" / "x.flac").write_bytes((speech / "cards_001.wav").read_bytes())  # same folder, same stem
+    out = tmp_path / "out"
+    inputs = [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "a" / "x.flac"]
+    assert cli.main(["transcribe", *map(str, inputs), "--output-dir", str(out), "--output-format", "txt"]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.txt"))
+    assert written == ["a/x.flac.txt", "a/x.wav.txt", "b/x.txt"]
+    assert "ask not" in (out / "a" / "x.wav.txt").read_text()
+    assert "Go forward" in (out / "b" / "x.txt").read_text()
+    assert "Ten of clubs" in (out / "a" / "x.flac.txt").read_text()
+
+
+def test_output_names_are_stems_unless_they_clash(tmp_path):
+    a, b, c = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "a" / "y.wav"
+    assert cli.output_names([a, c]) == [Path("x"), Path("y")]
+    assert cli.output_names([a, b, c, a]) == [Path("a/x"), Path("b/x"), Path("y"), Path("a/x")]  # a twice: one name
+
+
+def test_english_only_model_refuses_another_language(speech, capsys, tiny, use_tiny):
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--language", "de"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("error: this model is English-only: it cannot "
+                                                                "transcribe language 'de'; use a multilingual model such as base")
+    with pytest.raises(WhisperError, match="English-only"):
+        tiny.transcribe(str(speech / "jfk.wav"), language="German")
+    with pytest.raises(WhisperError, match="English-only"):
+        tiny.decode(np.zeros((80, 3000), np.float32), mw.DecodingOptions(language="fr"))
+    assert tiny.transcribe(str(speech / "goforward.wav"), language="en")["language"] == "en"
+
+
+class FailsOn:
+    """The session's engine, with a failure that is not a WhisperError (as MAX or the OS raise them)
+    when it transcribes audio of `n_samples`."""
+
+    def __init__(self, model, n_samples: int, error: Exception):
+        self.model, self.n_samples, self.error = model, n_samples, error
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def transcribe(self, audio, **options):
+        if len(audio) == self.n_samples:
+            raise self.error
+        return self.model.transcribe(audio, **options)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA call failed: out of memory\nstack..."), MemoryError()])
+def test_unexpected_failure_of_one_file_is_one_line_and_the_others_go_on(tmp_path, speech, capsys, monkeypatch,
+                                                                          tiny, error):
+    bad = speech / "goforward.wav"
+    monkeypatch.setattr("max_whisper.backends.load_model",
+                        lambda *a, **k: FailsOn(tiny, len(mw.load_audio(bad)), error))
+    out = tmp_path / "out"
+    code = cli.main(["transcribe", str(bad), str(speech / "jfk.wav"), "--output-dir", str(out), "--output-format", "txt"])
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {bad}: {type(error).__name__}" + (": CUDA call failed: out of memory" if str(error) else "")]
+    assert "Traceback" not in captured.err
+    assert (out / "jfk.txt").is_file() and not (out / "goforward.txt").exists()
+
+
+def test_unexpected_failure_outside_a_file_is_one_line(capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("MAX runtime: device lost")
+
+    monkeypatch.setattr("max_whisper.backends.load_model", broken)
+    assert cli.main(["transcribe", "--sample"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: RuntimeError: MAX runtime: device lost") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_dir_is_found_before_transcribing(tmp_path, capsys, monkeypatch):
+    loads = []
+    monkeypatch.setattr("max_whisper.backends.load_model", lambda *a, **k: loads.append(a))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert cli.main(["transcribe", "--sample", "--output-dir", str(blocker / "subs")]) == 2
+    assert f"error: {blocker / 'subs'}: cannot write output files there" in capsys.readouterr().err
+    assert loads == []  # no model loaded, nothing transcribed
+
+
+def test_silence_threshold_flag(tmp_path, capsys, use_tiny, tiny):
+    """--silence-threshold-db off decodes windows the default skips."""
+    rng = np.random.default_rng(7)
+    path = write_wav(tmp_path / "hum.wav", 10 ** (-75 / 20) * rng.standard_normal(16000 * 20))
+    calls = lambda: tiny.graphs.timings.calls.get("encoder", 0)  # noqa: E731
+    before = calls()
+    assert cli.main(["transcribe", str(path)]) == 0
+    assert calls() == before  # the window's loudest 20 ms is under -60 dBFS: not decoded
+    assert cli.main(["transcribe", str(path), "--silence-threshold-db", "off"]) == 0
+    assert calls() > before
+    with pytest.raises(SystemExit):
+        cli.main(["transcribe", str(path), "--silence-threshold-db", "loud"])

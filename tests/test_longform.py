@@ -80,7 +80,7 @@ def test_result_has_openai_keys(ours, theirs):
 
 def test_output_files_parse(ours, tmp_path):
     for fmt in ("txt", "srt", "vtt", "tsv", "json"):
-        write_result(ours, tmp_path / "lecture.flac", tmp_path, fmt)
+        write_result(ours, tmp_path / "lecture", fmt)
     spoken = [s for s in ours["segments"] if s["text"].strip()]
     subs = list(srt.parse((tmp_path / "lecture.srt").read_text()))
     assert len(subs) == len(spoken)
@@ -100,7 +100,7 @@ def test_timestamps_format():
 
 
 def test_failed_write_keeps_the_previous_file(ours, tmp_path, monkeypatch):
-    good = mw.outputs.write_result(ours, tmp_path / "talk.wav", tmp_path, "json")
+    good = mw.outputs.write_result(ours, tmp_path / "talk", "json")
     before = good.read_text()
 
     def broken(result, f):
@@ -109,7 +109,7 @@ def test_failed_write_keeps_the_previous_file(ours, tmp_path, monkeypatch):
 
     monkeypatch.setitem(mw.outputs.WRITERS, "json", broken)
     with pytest.raises(OSError):
-        write_result(ours, tmp_path / "talk.wav", tmp_path, "json")
+        write_result(ours, tmp_path / "talk", "json")
     assert good.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["talk.json"]
 

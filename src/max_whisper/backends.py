@@ -61,8 +61,11 @@ def _torch_device(torch, device: str) -> str:
     raise WhisperError(f"unknown device '{device}': use cpu or gpu")
 
 
-# openai-whisper's transcribe() takes these; our engine's extras are dropped for it.
-_ENGINE_ONLY_OPTIONS = ("on_progress", "silence_threshold_db", "seed")
+# Options of the max engine's transcribe() that openai-whisper's does not take: dropped where they only
+# report or seed, refused where they would change the transcript.
+_DROPPED_OPTIONS = ("on_progress", "seed")
+_MAX_ONLY_OPTIONS = {"batch_size": "--batch-size (the throughput mode)",
+                     "silence_threshold_db": "--silence-threshold-db"}
 
 
 class ReferenceModel:
@@ -85,8 +88,12 @@ class ReferenceModel:
 
     def transcribe(self, audio, **options) -> dict:
         _, whisper = _import_reference()
-        for key in _ENGINE_ONLY_OPTIONS:
+        for key in _DROPPED_OPTIONS:
             options.pop(key, None)
+        for key, flag in _MAX_ONLY_OPTIONS.items():
+            if options.pop(key, None) is not None:
+                raise WhisperError(f"{flag} is an option of the max backend; the {self.backend} backend "
+                                   "runs openai-whisper's loop")
         return whisper.transcribe(self.model, audio, fp16=self.fp16, verbose=None, **options)
 
     def max_graph_seconds(self) -> float:

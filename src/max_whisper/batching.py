@@ -22,7 +22,7 @@ import numpy as np
 
 from .audio import N_FRAMES, load_audio, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, DecodingTask
-from .errors import WhisperError
+from .errors import WhisperError, file_error
 
 
 class WindowBatcher:
@@ -175,8 +175,8 @@ def transcribe_files(model, inputs: list[Path | np.ndarray], at_once: int,
             try:
                 audio = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, np.float32)
                 return item, audio, transcribe(engine, audio, **options)
-            except WhisperError as e:
-                return item, None, e
+            except Exception as e:  # noqa: BLE001  (one file's failure, whatever it is, is that file's result)
+                return item, None, file_error(item if isinstance(item, (str, Path)) else "audio", e)
 
     workers = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transcribe")
     try:

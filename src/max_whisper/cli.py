@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
+import traceback
 from importlib import resources
 from pathlib import Path
 
 from .audio import SAMPLE_RATE, load_audio
 from .backends import BACKENDS
 from .bench import add_bench_parser, cmd_bench
-from .errors import WhisperError
+from .errors import WhisperError, describe, file_error
 from .tokenizer import language_code
 from .outputs import FORMATS, format_timestamp, write_result
 
@@ -53,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--files-at-once", type=_positive_int, default=1, metavar="N",
                    help="max backend: transcribe N files at a time, their windows decoded together as one batch; "
                         "each file keeps the sequential loop and its previous-text conditioning (default 1)")
+    t.add_argument("--silence-threshold-db", type=_decibels_or_off, default=None, metavar="DB",
+                   help="max backend: windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
+                        "(default -60; 'off' decodes every window, as openai-whisper does)")
     t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
@@ -69,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most 30 s windows, from concurrent requests, decoded together (default 8)")
     v.add_argument("--max-queue", type=_positive_int, default=64,
                    help="most requests in progress at once; more get 503 with Retry-After (default 64)")
+    v.add_argument("--silence-threshold-db", type=_decibels_or_off, default=None, metavar="DB",
+                   help="windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
+                        "(default -60; 'off' decodes every window)")
     add_compiled_argument(v)
     c = sub.add_parser("compile", help="compile the max backend's graphs ahead of time, for this machine or "
                                        "another (then pass the folder as --compiled)")
@@ -106,6 +115,25 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+OFF = "off"
+
+
+def _decibels_or_off(text: str) -> float | str:
+    if text.strip().lower() == OFF:
+        return OFF
+    value = float(text)
+    if value > 0:
+        raise argparse.ArgumentTypeError(f"must be a level in dBFS (0 or less) or 'off', got {value}")
+    return value
+
+
+def silence_option(value: float | str | None) -> dict:
+    """The engine's `silence_threshold_db` for a --silence-threshold-db value (None: not given)."""
+    if value is None:
+        return {}
+    return {"silence_threshold_db": None if value == OFF else value}
 
 
 def _temperature(text: str) -> float:
@@ -160,14 +188,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.output_format or args.output_dir:
         formats = list(FORMATS) if args.output_format in (None, "all") else [args.output_format]
     output_dir = args.output_dir or Path(".")
-    options = {"language": language_code(args.language) if args.language else None, "task": args.task, "beam_size": args.beam_size,
-               "without_timestamps": args.without_timestamps, "initial_prompt": args.initial_prompt,
-               "batch_size": args.batch_size}
+    if formats:
+        check_writable(output_dir)  # before any audio is transcribed
+    options = {"language": language_code(args.language) if args.language else None, "task": args.task,
+               "beam_size": args.beam_size, "without_timestamps": args.without_timestamps or None,
+               "initial_prompt": args.initial_prompt, "batch_size": args.batch_size}
+    options = {k: v for k, v in options.items() if v is not None}  # what is not given: each backend's default
+    options.update(silence_option(args.silence_threshold_db))
     if args.temperature is not None:
         options["temperature"] = args.temperature
     if args.files_at_once > 1 and (args.backend != "max" or args.batch_size is not None):
         raise WhisperError("--files-at-once needs the max backend, and no --batch-size (each file runs the "
                            "sequential loop)")
+    if args.backend != "max" and (args.batch_size is not None or args.silence_threshold_db is not None):
+        raise WhisperError(f"--batch-size and --silence-threshold-db are options of the max backend, not of {args.backend}")
 
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
@@ -178,6 +212,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, backend=args.backend, dtype=args.dtype,
                        compiled=compiled_dirs(args))
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    if args.backend == "max":  # a language or task the model lacks fails here, not once per file
+        model.tokenizer(options.get("language"), options.get("task"))
 
     if args.files_at_once > 1:
         from .batching import transcribe_files
@@ -185,8 +221,9 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         done = _counting_files(transcribe_files(model, files, args.files_at_once, **options), len(files))
     else:
         done = _one_by_one(model, files, options)
+    names = output_names(files)
     audio_seconds, transcribed, work_start = 0.0, 0, time.perf_counter()
-    for path, audio, result in done:
+    for path, name, (_, audio, result) in zip(files, names, done):
         if isinstance(result, WhisperError):
             print(f"error: {result}", file=sys.stderr)
             failures += 1
@@ -202,14 +239,44 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(result["text"].strip())
         for fmt in formats:
             try:
-                write_result(result, path, output_dir, fmt)
+                write_result(result, output_dir / name, fmt)
             except OSError as e:
-                print(f"error: {path}: cannot write {fmt} output in {output_dir}: {e.strerror}", file=sys.stderr)
+                print(f"error: {path}: cannot write {fmt} output in {output_dir}: {e.strerror or e}", file=sys.stderr)
                 failures += 1
     wall = time.perf_counter() - work_start
     print(f"transcribed {transcribed}/{len(files)} files: {audio_seconds:.1f} s of audio in {wall:.1f} s "
           f"({audio_seconds / wall if wall > 0 else 0:.1f}x real time)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after hours of transcribing, when output files cannot be written into `folder`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise WhisperError(f"{folder}: cannot write output files there ({e.strerror or e})") from None
+
+
+def output_names(files: list[Path]) -> list[Path]:
+    """Where each input's output files go, relative to the output folder and without the format's extension:
+    the input's stem; where different inputs share a stem, their paths from the folder they have in common
+    (`a/x.wav`, `b/x.wav` -> `a/x`, `b/x`; `x.wav`, `x.mp3` -> `x.wav`, `x.mp3`), so that no input's outputs
+    overwrite another's."""
+    by_stem: dict[str, set[Path]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem, set()).add(f.resolve())
+    names: dict[Path, Path] = {}
+    for stem, paths in by_stem.items():
+        if len(paths) == 1:
+            names[next(iter(paths))] = Path(stem)
+            continue
+        root = Path(os.path.commonpath(list(paths)))
+        relative = {p: p.relative_to(root) for p in paths}
+        unique = len({r.with_suffix("") for r in relative.values()}) == len(paths)
+        names.update({p: r.with_suffix("") if unique else r for p, r in relative.items()})
+    return [names[f.resolve()] for f in files]
 
 
 def _counting_files(done, total: int):
@@ -231,8 +298,8 @@ def _one_by_one(model, files: list[Path], options: dict):
         try:
             audio = load_audio(path)
             done = path, audio, model.transcribe(audio, on_progress=progress, **options)
-        except WhisperError as e:
-            done = path, None, e
+        except Exception as e:  # noqa: BLE001  (any failure of one file is reported in one line; the next goes on)
+            done = path, None, file_error(path, e)
         finally:
             progress.close()
         yield done
@@ -248,7 +315,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
     print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     serve(model, ServerOptions(model_name=str(args.model), max_upload_mb=args.max_upload_mb,
-                               max_batch=args.max_batch, max_queue=args.max_queue), args.host, args.port)
+                               max_batch=args.max_batch, max_queue=args.max_queue,
+                               **silence_option(args.silence_threshold_db)), args.host, args.port)
     return 0
 
 
@@ -287,6 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     except WhisperError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (the last resort: one line, not a traceback)
+        if os.environ.get("MAX_WHISPER_TRACEBACK"):
+            traceback.print_exc()
+        print(f"error: {describe(e)} (set MAX_WHISPER_TRACEBACK=1 to see where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

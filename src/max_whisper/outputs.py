@@ -63,11 +63,11 @@ WRITERS: dict[str, Callable[[dict, TextIO], None]] = {
 }
 
 
-def write_result(result: dict, audio_path: Path, output_dir: Path, fmt: str) -> Path:
-    """Write `<output_dir>/<audio stem>.<fmt>`; a failure never leaves a partial file in its place."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    target = output_dir / f"{Path(audio_path).stem}.{fmt}"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=output_dir)
+def write_result(result: dict, base: Path, fmt: str) -> Path:
+    """Write `<base>.<fmt>` (folders made as needed); a failure never leaves a partial file in its place."""
+    target = base.with_name(f"{base.name}.{fmt}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             WRITERS[fmt](result, f)
