@@ -267,3 +267,63 @@ def test_serve_command_starts_and_answers(speech, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_chunked_upload_over_the_limit_is_refused_before_it_is_read(tiny):
+    """A body without Content-Length is counted as it arrives: 413 once the limit is passed, the rest never
+    read (here the client would send 650 MB)."""
+    import asyncio
+
+    app = create_app(tiny, ServerOptions(max_upload_mb=1.0))
+    head = (b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ntiny.en\r\n--b\r\nContent-Disposition: "
+            b"form-data; name=\"file\"; filename=\"big.wav\"\r\n\r\n")
+    chunk, pulled, sent = b"\x01" * 65536, 0, []
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": head if pulled == 1 else chunk, "more_body": pulled < 10_000}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/audio/transcriptions", "raw_path": b"/v1/audio/transcriptions", "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"multipart/form-data; boundary=b"), (b"transfer-encoding", b"chunked")]}
+    try:
+        asyncio.run(app(scope, receive, send))
+    finally:
+        app.state.batcher.stop()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"])["error"]["code"] == "file_too_large"
+    assert pulled * len(chunk) < 2 * 2**20  # stopped reading just past the 1 MB limit
+
+
+def test_english_only_model_refuses_another_language(client, speech):
+    with pytest.raises(openai.BadRequestError, match="English-only: it cannot transcribe language 'de'"):
+        transcribe(client, speech, "jfk.wav", language="de")
+
+
+def test_silence_skip_can_be_turned_off(tiny, speech):
+    """The server's --silence-threshold-db: by default a window of room noise is not decoded; off, it is."""
+    import io
+    import wave
+
+    import numpy as np
+
+    noise = (10 ** (-80 / 20) * np.random.default_rng(8).standard_normal(16000 * 5) * 32767).astype(np.int16)
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(noise.tobytes())
+    encodes = lambda: tiny.graphs.timings.calls.get("encoder", 0)  # noqa: E731
+    for threshold, decoded in ((-60.0, False), (None, True)):
+        with running_server(tiny, ServerOptions(silence_threshold_db=threshold)) as (url, _):
+            before = encodes()
+            r = httpx.post(f"{url}/v1/audio/transcriptions", data={"model": "tiny.en"},
+                           files={"file": ("noise.wav", buffer.getvalue())}, timeout=120)
+            assert r.status_code == 200
+            assert (encodes() > before) == decoded

@@ -22,6 +22,7 @@ from .batching import BatchedModel, WindowBatcher, one_blas_thread
 from .errors import WhisperError, first_line
 from .outputs import WRITERS
 from .tokenizer import LANGUAGES, language_code
+from .transcribe import SILENCE_THRESHOLD_DB
 
 OPENAI_MODEL_ALIAS = "whisper-1"  # what clients written for OpenAI send
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -34,6 +35,7 @@ class ServerOptions:
     max_batch: int = 8  # windows decoded together
     max_queue: int = 64  # requests admitted at once (being transcribed or waiting)
     linger_s: float = 0.003  # how long a batch waits for windows of other running requests
+    silence_threshold_db: float | None = SILENCE_THRESHOLD_DB  # see transcribe(); None decodes every window
 
 
 class ApiError(Exception):
@@ -95,14 +97,7 @@ def create_app(model, options: ServerOptions = ServerOptions()):
     async def server_error(request, e: Exception):
         return JSONResponse(_error_body(500, f"internal error: {first_line(e)}"), status_code=500)
 
-    @app.middleware("http")
-    async def limit_upload(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes + 2**16:  # room for the form's other fields
-            body = _error_body(413, f"upload of {int(length)} bytes is over the {options.max_upload_mb:g} MB limit",
-                               "file", "file_too_large")
-            return JSONResponse(body, status_code=413, headers={"Connection": "close"})
-        return await call_next(request)
+    app.add_middleware(UploadLimit, max_bytes=max_bytes + 2**16, limit_mb=options.max_upload_mb)  # room for the form's other fields
 
     @app.get("/health")
     async def health():
@@ -141,7 +136,8 @@ def create_app(model, options: ServerOptions = ServerOptions()):
         if set(granularities) - {"segment"}:
             raise ApiError(400, "only segment timestamps are supported", "timestamp_granularities[]")
         kwargs = {"task": task, "initial_prompt": form.get("prompt") or None,
-                  "temperature": _temperature(form.get("temperature"))}
+                  "temperature": _temperature(form.get("temperature")),
+                  "silence_threshold_db": options.silence_threshold_db}
         if task == "transcribe" and form.get("language"):
             try:
                 kwargs["language"] = language_code(form.get("language"))
@@ -179,12 +175,49 @@ def create_app(model, options: ServerOptions = ServerOptions()):
     return app
 
 
+class UploadLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 as soon as that many bytes have
+    arrived, from its Content-Length when it has one, else (chunked) while it is being read, so that no
+    oversized upload is ever read whole."""
+
+    def __init__(self, app, max_bytes: int, limit_mb: float):
+        self.app, self.max_bytes, self.limit_mb = app, max_bytes, limit_mb
+
+    def _too_large(self, size: str) -> ApiError:
+        return ApiError(413, f"upload of {size} bytes is over the {self.limit_mb:g} MB limit", "file", "file_too_large",
+                        headers={"Connection": "close"})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            from fastapi.responses import JSONResponse
+
+            e = self._too_large(length.decode())
+            return await JSONResponse(_error_body(413, e.message, e.param, e.code), 413, e.headers)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large(f"more than {self.max_bytes}")  # answered by the app's ApiError handler
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 async def _read_form(request):
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(400, "expected a multipart/form-data body with an audio 'file' field")
     try:
         return await request.form(max_files=1)
+    except ApiError:
+        raise
     except Exception as e:  # noqa: BLE001  (a malformed body is the client's problem)
         raise ApiError(400, f"malformed multipart body: {first_line(e)}") from None
 
@@ -205,7 +238,7 @@ def _temperature(text: str | None) -> float | tuple[float, ...] | None:
 def _transcribe_upload(transcribe, engine: BatchedModel, batcher: WindowBatcher, data: bytes, filename: str,
                        kwargs: dict) -> tuple[dict, float]:
     audio = decode_audio(io.BytesIO(data), filename)
-    options = {k: v for k, v in kwargs.items() if v is not None}
+    options = {k: v for k, v in kwargs.items() if v is not None or k == "silence_threshold_db"}
     with batcher.running():
         return transcribe(engine, audio, **options), len(audio) / SAMPLE_RATE
 
