@@ -245,18 +245,29 @@ def test_ctranslate2_conversions_load_with_their_scales(tiny_hf, tmp_path, quant
     for name, want in original.state.items():
         want, got = want.astype(np.float32), converted.state[name]
         assert got.dtype == np.float32 and got.shape == want.shape, name
-        step = _quantization_step(want, quantization)
+        step = _quantization_step(want, quantization, _fused_with(name, original.state))
         assert np.all(np.abs(got - want) <= step / 2 + 2 ** -8 * np.abs(want) + 1e-7), name  # bfloat16: 8 bits
     model = max_whisper.WhisperModel(converted)
     assert "ask not what your country can do for you" in model.transcribe(str(speech / "jfk.wav"))["text"]
 
 
-def _quantization_step(weight: np.ndarray, quantization: str):
-    """The value of one integer step of CTranslate2's quantisation of `weight` (0 where it is not quantised)."""
+def _fused_with(name: str, state: dict) -> list[np.ndarray]:
+    """The weights CTranslate2 stores in one matrix with `name`'s: self-attention's query, key and value,
+    cross-attention's key and value."""
+    for group in ((".attn.query.", ".attn.key.", ".attn.value."), (".cross_attn.key.", ".cross_attn.value.")):
+        part = next((p for p in group if p in name and name.endswith(".weight")), None)
+        if part and not (part.startswith(".attn") and ".cross_attn." in name):
+            return [state[name.replace(part, other)] for other in group]
+    return [state[name]]
+
+
+def _quantization_step(weight: np.ndarray, quantization: str, matrix: list[np.ndarray]):
+    """The value of one integer step of CTranslate2's quantisation of `weight`, part of the stored `matrix`
+    (0 where it is not quantised)."""
     if weight.ndim < 2 or not quantization.startswith("int"):
         return 0.0
-    if quantization == "int16":  # one scale per matrix, 10 bits for its largest value
-        return np.abs(weight).max() / 2 ** 10
+    if quantization == "int16":  # one scale per stored matrix, 10 bits for its largest value
+        return max(np.abs(m.astype(np.float32)).max() for m in matrix) / 2 ** 10
     rows = np.abs(weight.reshape(len(weight), -1)).max(axis=1)  # one scale per output row, 127 its largest
     return rows.reshape(-1, *[1] * (weight.ndim - 1)) / 127
 

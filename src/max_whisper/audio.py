@@ -242,4 +242,8 @@ class LogMelFeatures:
         if n == 0:
             return np.zeros((self.n_mels, 0), np.float32)
         log_max, held = self._pass_one
-        return _log_scale(held[:, start:start + n] if held is not None else self.log_power(start, n), log_max)
+        if held is None:  # computed in pass one's blocks: the BLAS product's rounding can depend on a block's bounds
+            first = start // self.CHUNK_FRAMES * self.CHUNK_FRAMES
+            blocks = [self.log_power(b, self._block(b)) for b in range(first, start + n, self.CHUNK_FRAMES)]
+            held, start = np.concatenate(blocks, axis=1), start - first
+        return _log_scale(held[:, start:start + n], log_max)

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -262,8 +263,8 @@ def check_writable(folder: Path) -> None:
 def output_names(files: list[Path]) -> list[Path]:
     """Where each input's output files go, relative to the output folder and without the format's extension:
     the input's stem; where different inputs share a stem, their paths from the folder they have in common
-    (`a/x.wav`, `b/x.wav` -> `a/x`, `b/x`; `x.wav`, `x.mp3` -> `x.wav`, `x.mp3`), so that no input's outputs
-    overwrite another's."""
+    (`a/x.wav`, `b/x.wav` -> `a/x`, `b/x`), with the extension where that is not enough (`x.wav`, `x.mp3` ->
+    `x.wav`, `x.mp3`), so that no input's outputs overwrite another's."""
     by_stem: dict[str, set[Path]] = {}
     for f in files:
         by_stem.setdefault(f.stem, set()).add(f.resolve())
@@ -274,8 +275,8 @@ def output_names(files: list[Path]) -> list[Path]:
             continue
         root = Path(os.path.commonpath(list(paths)))
         relative = {p: p.relative_to(root) for p in paths}
-        unique = len({r.with_suffix("") for r in relative.values()}) == len(paths)
-        names.update({p: r.with_suffix("") if unique else r for p, r in relative.items()})
+        bare = Counter(r.with_suffix("") for r in relative.values())
+        names.update({p: r.with_suffix("") if bare[r.with_suffix("")] == 1 else r for p, r in relative.items()})
     return [names[f.resolve()] for f in files]
 
 

@@ -11,7 +11,7 @@ from .audio import N_FRAMES, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, DecodingTask, detect_language
 from .errors import WhisperError
 from .model import N_TIMESTAMPS, WhisperGraphs
-from .tokenizer import Tokenizer, get_tokenizer
+from .tokenizer import Tokenizer, check_english_only, get_tokenizer
 from .weights import Checkpoint
 
 
@@ -42,6 +42,8 @@ class WhisperModel:
 
     @lru_cache(maxsize=16)
     def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer:
+        if not self.is_multilingual:
+            check_english_only(language, task)
         return get_tokenizer(self.checkpoint.tokenizer_file, self.is_multilingual, self.num_languages, language, task)
 
     def decode(self, mel: np.ndarray, options: DecodingOptions = DecodingOptions()) -> DecodingResult:

@@ -13,7 +13,9 @@ def first_line(e: BaseException) -> str:
 
 def describe(e: BaseException) -> str:
     """One line for any failure: a WhisperError's message, or an unexpected error's type and first line."""
-    return str(e) if isinstance(e, WhisperError) else f"{type(e).__name__}: {first_line(e)}"
+    if isinstance(e, WhisperError):
+        return str(e)
+    return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
 
 
 def file_error(path, e: BaseException) -> WhisperError:

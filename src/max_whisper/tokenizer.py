@@ -164,19 +164,24 @@ class Tokenizer:
         return tuple(sorted(result))
 
 
+def check_english_only(language: str | None, task: str | None) -> None:
+    """An English-only model asked for another language or for translation is an error: openai-whisper's
+    `.en` models would write English text under the other language's label."""
+    if language not in (None, "en"):
+        raise WhisperError(f"this model is English-only: it cannot transcribe language '{language}'; "
+                           "use a multilingual model such as base")
+    if task not in (None, "transcribe"):
+        raise WhisperError("this model is English-only; translate needs a multilingual model such as base")
+
+
 def get_tokenizer(path: Path | None, multilingual: bool, num_languages: int,
                   language: str | None = None, task: str | None = None) -> Tokenizer:
-    """English-only models have no language or task tokens in their prompt, and take no other language
-    or task (openai-whisper's `.en` models would write English text under the other language's label)."""
+    """As openai-whisper's: English-only models have no language or task tokens in their prompt (the engine
+    refuses other languages and translation for them: `check_english_only`)."""
     if path is None:
         raise WhisperError("this model has no tokenizer.json beside it; put Whisper's tokenizer.json in the model folder")
     if multilingual:
         language, task = language or "en", task or "transcribe"
     else:
-        if language not in (None, "en"):
-            raise WhisperError(f"this model is English-only: it cannot transcribe language '{language}'; "
-                               "use a multilingual model such as base")
-        if task not in (None, "transcribe"):
-            raise WhisperError("this model is English-only; translate needs a multilingual model such as base")
         language, task = None, None
     return Tokenizer(Path(path), multilingual, num_languages, language, task)
