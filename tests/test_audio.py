@@ -12,7 +12,7 @@ import whisper
 
 import max_whisper as mw
 from max_whisper import WhisperError
-from max_whisper.audio import mel_filters
+from max_whisper.features import mel_filters
 from conftest import references
 
 

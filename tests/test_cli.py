@@ -285,7 +285,7 @@ def test_silence_threshold_flag(tmp_path, capsys, use_tiny, tiny):
     """--silence-threshold-db off decodes windows the default skips."""
     rng = np.random.default_rng(7)
     path = write_wav(tmp_path / "hum.wav", 10 ** (-75 / 20) * rng.standard_normal(16000 * 20))
-    calls = lambda: tiny.graphs.timings.calls.get("encoder", 0)  # noqa: E731
+    calls = lambda: tiny.session.timings.calls.get("encoder", 0)  # noqa: E731
     before = calls()
     assert cli.main(["transcribe", str(path)]) == 0
     assert calls() == before  # the window's loudest 20 ms is under -60 dBFS: not decoded

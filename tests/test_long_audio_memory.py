@@ -1,4 +1,4 @@
-"""An hour of audio in bounded memory: runs benchmarks/long_audio_memory.py in its own process."""
+"""An hour of audio in bounded memory: runs the benchmark benchmarks/suite/long_audio_memory.py in its own process."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from conftest import REPO, speech_dir
 
 @pytest.mark.slow
 def test_one_hour_under_2_gb():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "long_audio_memory.py"), "--minutes", "60",
-                           "--speech", str(speech_dir())], capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.suite.long_audio_memory", "--minutes", "60",
+                           "--speech", str(speech_dir())], cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(report)

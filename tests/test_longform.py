@@ -14,7 +14,7 @@ from whisper.normalizers import EnglishTextNormalizer
 
 import max_whisper as mw
 from max_whisper.outputs import write_result
-from max_whisper.audio import LogMelFeatures
+from max_whisper.features import LogMelFeatures
 from max_whisper.transcribe import plan_windows
 from conftest import mixed_recordings, references
 
@@ -115,7 +115,7 @@ def test_failed_write_keeps_the_previous_file(ours, tmp_path, monkeypatch):
 
 
 def test_batched_windows_cover_the_lecture_in_pauses(tiny, lecture):
-    windows = plan_windows(lecture, len(lecture) // mw.audio.HOP_LENGTH)
+    windows = plan_windows(lecture, len(lecture) // mw.features.HOP_LENGTH)
     assert windows[0][0] == 0 and all(0 < n <= 3000 for _, n in windows)
     assert all(a + n == b for (a, n), (b, _) in zip(windows, windows[1:]))
     result = tiny.transcribe(lecture, temperature=0.0, batch_size=4)
@@ -139,11 +139,11 @@ def test_files_at_once_give_each_file_its_own_transcript(tiny, tiny_step, speech
     from max_whisper.batching import transcribe_files
 
     paths = mixed_recordings(tmp_path, speech) + [speech / "jfk.wav"]
-    encoder_calls = lambda: tiny_step.graphs.timings.calls.get("encoder", 0)  # noqa: E731
+    encoder_calls = lambda: tiny_step.session.timings.calls.get("encoder", 0)  # noqa: E731
     before = encoder_calls()
     alone = [tiny_step.transcribe(p, temperature=0.0) for p in paths]
     windows = encoder_calls() - before
-    together = list(transcribe_files(tiny_step, paths, 4, temperature=0.0))
+    together = list(transcribe_files(tiny_step, paths, 4, mw.TranscribeOptions(temperature=0.0)))
     assert encoder_calls() - before - windows < windows  # windows of different files shared batches
     assert [p for p, _, _ in together] == paths
     for (_, audio, ours), theirs in zip(together, alone):
@@ -159,7 +159,7 @@ def test_files_at_once_stopped_early_leave_no_thread_waiting(tiny, speech):
 
     from max_whisper.batching import transcribe_files
 
-    done = transcribe_files(tiny, [speech / "jfk.wav"] * 6, 2, temperature=0.0)
+    done = transcribe_files(tiny, [speech / "jfk.wav"] * 6, 2, mw.TranscribeOptions(temperature=0.0))
     path, audio, result = next(done)
     assert "ask not what your country" in result["text"]
     done.close()

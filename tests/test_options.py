@@ -19,7 +19,7 @@ AUDIO = Path(__file__).parent / "audio"  # speech made for these tests (see its 
 
 
 def window(model, audio: np.ndarray) -> np.ndarray:
-    return mw.pad_or_trim(mw.log_mel_spectrogram(audio, model.dims.n_mels), mw.audio.N_FRAMES)
+    return mw.pad_or_trim(mw.log_mel_spectrogram(audio, model.dims.n_mels), mw.features.N_FRAMES)
 
 
 def tokens(result: dict) -> list[list[int]]:
@@ -60,8 +60,9 @@ def two_windows(tmp_path_factory, speech):
 @pytest.mark.parametrize("condition", [True, False])
 def test_condition_on_previous_text_equal(tiny, tiny_ref, two_windows, condition, monkeypatch):
     prompts = []
-    decode = tiny.decode
-    monkeypatch.setattr(tiny, "decode", lambda mel, options: prompts.append(options.prompt) or decode(mel, options))
+    decode = tiny.decode_windows
+    monkeypatch.setattr(tiny, "decode_windows",
+                        lambda mels, options: prompts.append(options.prompt) or decode(mels, options))
     ours = tiny.transcribe(two_windows, condition_on_previous_text=condition)
     theirs = whisper.transcribe(tiny_ref, two_windows, fp16=False, condition_on_previous_text=condition)
     assert tokens(ours) == tokens(theirs) and len(prompts) >= 2
@@ -136,7 +137,7 @@ def test_quiet_phrase_in_a_quiet_window_is_transcribed(tiny, tiny_ref):
 
 def test_room_noise_alone_is_not_decoded(tiny):
     noise = (10 ** (-80 / 20) * np.random.default_rng(6).standard_normal(30 * 16000)).astype(np.float32)
-    encodes = tiny.graphs.timings.calls.get("encoder", 0)
+    encodes = tiny.session.timings.calls.get("encoder", 0)
     assert tiny.transcribe(noise)["segments"] == []
-    assert tiny.graphs.timings.calls.get("encoder", 0) == encodes
+    assert tiny.session.timings.calls.get("encoder", 0) == encodes
     assert loudest_frame_db(noise, 0, 3000) < -70.0

@@ -13,12 +13,12 @@ from conftest import SHORT_CLIPS
 
 def window(model, speech, clip):
     audio = mw.load_audio(speech / clip)
-    return mw.pad_or_trim(mw.log_mel_spectrogram(audio, model.dims.n_mels), mw.audio.N_FRAMES)
+    return mw.pad_or_trim(mw.log_mel_spectrogram(audio, model.dims.n_mels), mw.features.N_FRAMES)
 
 
 def test_encoder_matches_reference(tiny, tiny_ref, speech):
     mel = window(tiny, speech, "jfk.wav")
-    ours = tiny.graphs.encode(mel[None]).to_numpy()
+    ours = tiny.embed_audio(mel[None]).to_numpy()
     with torch.no_grad():
         theirs = tiny_ref.encoder(torch.from_numpy(mel[None])).numpy()
     assert ours.shape == theirs.shape == (1, 1500, 384)
@@ -27,13 +27,13 @@ def test_encoder_matches_reference(tiny, tiny_ref, speech):
 
 def test_decoder_logits_match_reference(tiny, tiny_ref, speech):
     mel = window(tiny, speech, "jfk.wav")
-    features = tiny.graphs.encode(mel[None])
+    features = tiny.embed_audio(mel[None])
     tokens = np.array([[50257, 50362, 400, 370]])
-    state = tiny.graphs.start_decoding(features, np.array([0]))
-    prompt_logits = state.step(tokens[:, :3], [0, 1, 2])
-    row_calls = tiny.graphs.timings.calls.get("decoder_row", 0)
-    step_logits = state.step(tokens[:, 3:])  # through the KV cache, in the one-row graph
-    assert tiny.graphs.timings.calls["decoder_row"] == row_calls + 1
+    state = tiny.decoder.start(features, np.array([0]))
+    prompt_logits = state.logits(tokens[:, :3], [0, 1, 2])
+    row_calls = tiny.session.timings.calls.get("decoder_row", 0)
+    step_logits = state.logits(tokens[:, 3:])  # through the KV cache, in the one-row graph
+    assert tiny.session.timings.calls["decoder_row"] == row_calls + 1
     with torch.no_grad():
         theirs = tiny_ref.decoder(torch.from_numpy(tokens), torch.from_numpy(features.to_numpy())).numpy()
     assert np.abs(prompt_logits - theirs[:, :3]).max() < 1e-3
@@ -100,7 +100,7 @@ def test_step_graph_tokens_equal(tiny_step, tiny_ref, speech, clip):
     mel = window(tiny_step, speech, clip)
     theirs = whisper.decode(tiny_ref, torch.from_numpy(mel), whisper.DecodingOptions(language="en", fp16=False))
     ours = tiny_step.decode(mel, mw.DecodingOptions(language="en"))
-    assert tiny_step.graphs.timings.calls.get("decoder_step", 0) > 0
+    assert tiny_step.session.timings.calls.get("decoder_step", 0) > 0
     assert ours.tokens == theirs.tokens
     assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-3)
 
@@ -108,7 +108,7 @@ def test_step_graph_tokens_equal(tiny_step, tiny_ref, speech, clip):
 def test_step_graph_takes_steps_up_to_the_limit(tiny, tiny_step, speech):
     """A call makes STEPS_PER_CALL choices; decoding takes only those within sample_len."""
     mel = window(tiny, speech, "jfk.wav")
-    options = mw.DecodingOptions(language="en", sample_len=mw.model.STEPS_PER_CALL + 3)
+    options = mw.DecodingOptions(language="en", sample_len=mw.graph.decoder.STEPS_PER_CALL + 3)
     ours = tiny_step.decode(mel, options)
     assert len(ours.tokens) == options.sample_len
     assert ours.tokens == tiny.decode(mel, options).tokens
@@ -117,8 +117,8 @@ def test_step_graph_takes_steps_up_to_the_limit(tiny, tiny_step, speech):
 def test_step_graph_batch_and_longform_equal(tiny, tiny_step, speech):
     mels = np.stack([window(tiny, speech, clip) for clip in SHORT_CLIPS[:3]])
     options = mw.DecodingOptions(language="en")
-    batched = mw.decoding.decode(tiny_step, mels, options)  # rows of different lengths in one step
-    assert [r.tokens for r in batched] == [r.tokens for r in mw.decoding.decode(tiny, mels, options)]
+    batched = tiny_step.decode(mels, options)  # rows of different lengths in one step
+    assert [r.tokens for r in batched] == [r.tokens for r in tiny.decode(mels, options)]
     audio = mw.load_audio(speech / "sense_and_sensibility_01_austen_64kb-0870.wav")
     ours, theirs = tiny_step.transcribe(audio), tiny.transcribe(audio)  # later windows start from a prompt
     assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
@@ -133,21 +133,21 @@ def test_step_graph_decodes_rows_of_different_prompts_together(tiny, tiny_step, 
     prompts = [[], tok.encode(" And so, my fellow Americans, ask not"), tok.encode(" a long prompt" * 200), [],
                tok.encode(" Ten of clubs.")]  # 5 rows: recorded on 6, one row of padding
     options = mw.DecodingOptions(language="en")
-    calls = tiny_step.graphs.timings.calls.get("decoder_step", 0)
-    together = mw.decoding.DecodingTask(tiny_step, options, prompts).run(tiny_step.graphs.encode(mels))
-    assert tiny_step.graphs.timings.calls["decoder_step"] > calls
+    calls = tiny_step.session.timings.calls.get("decoder_step", 0)
+    together = tiny_step.decode_windows(mels, options, prompts)
+    assert tiny_step.session.timings.calls["decoder_step"] > calls
     for mel, prompt, ours in zip(mels, prompts, together):
         alone = tiny.decode(mel, mw.DecodingOptions(language="en", prompt=prompt))
         assert ours.tokens == alone.tokens and len(ours.tokens) > 2
         assert ours.avg_logprob == pytest.approx(alone.avg_logprob, abs=1e-4)
         assert ours.no_speech_prob == pytest.approx(alone.no_speech_prob, abs=1e-4)
     # without the step graph (the CPU engine), rows are decoded in groups of equal prompt length
-    grouped = mw.decoding.DecodingTask(tiny, options, prompts).run(tiny.graphs.encode(mels))
+    grouped = tiny.decode_windows(mels, options, prompts)
     assert [r.tokens for r in grouped] == [r.tokens for r in together]
 
 
 def test_recorded_batches_come_in_few_sizes():
     """Each recorded batch size holds its own GPU memory: rows are padded to one of a few sizes."""
-    sizes = [mw.model.recorded_batch(b) for b in range(1, 65)]
+    sizes = [mw.runtime.decoders.recorded_batch(b) for b in range(1, 65)]
     assert set(sizes) == {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}
     assert all(b <= size < 1.5 * b + 1 for b, size in enumerate(sizes, start=1))

@@ -319,7 +319,7 @@ def test_silence_skip_can_be_turned_off(tiny, speech):
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes(noise.tobytes())
-    encodes = lambda: tiny.graphs.timings.calls.get("encoder", 0)  # noqa: E731
+    encodes = lambda: tiny.session.timings.calls.get("encoder", 0)  # noqa: E731
     for threshold, decoded in ((-60.0, False), (None, True)):
         with running_server(tiny, ServerOptions(silence_threshold_db=threshold)) as (url, _):
             before = encodes()

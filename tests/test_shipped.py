@@ -12,7 +12,7 @@ import pytest
 from max.engine import MefStore
 from max.graph import DeviceRef
 
-from max_whisper.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target, shipped_folder, shipped_target
+from max_whisper.runtime.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target, shipped_folder, shipped_target
 
 V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
 V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
@@ -52,7 +52,7 @@ def test_shipped_graphs_are_what_this_code_builds(tiny, target):
     names = GPU_GRAPHS if on_gpu else CPU_GRAPHS
     store = MefStore.for_import([folder], verify_body=True)
     for name in names:
-        graph, _ = tiny.graphs.build(name, DeviceRef.GPU() if on_gpu else None)
+        graph, _ = tiny.session.build(name, DeviceRef.GPU() if on_gpu else None)
         artifact = store.claim_import(graph)  # raises ArtifactBodyMismatch for a stale graph
         assert (folder / f"{artifact.name}.xz").is_file()
     assert len(manifest["graphs"]) == len(names)
@@ -60,7 +60,7 @@ def test_shipped_graphs_are_what_this_code_builds(tiny, target):
 
 @needs_shipped_cpu
 def test_default_model_loads_shipped_graphs(tiny):
-    loaded = {name: tiny.graphs.sources[name] for name in ("encoder", "cross_kv", "decoder", "decoder_row")}  # reorder: on first use
+    loaded = {name: tiny.session.sources[name] for name in ("encoder", "cross_kv", "decoder", "decoder_row")}  # reorder: on first use
     assert loaded == {name: "shipped" for name in loaded}
 
 
@@ -105,10 +105,10 @@ def test_each_shipped_cpu_set_this_cpu_runs_computes_what_openai_whisper_compute
     import max_whisper as mw
 
     model = mw.WhisperModel(tiny.checkpoint, compiled=[str(shipped_folder(level))])
-    assert set(model.graphs.sources.values()) == {"--compiled"}
+    assert set(model.session.sources.values()) == {"--compiled"}
     mel = mw.pad_or_trim(mw.log_mel_spectrogram(mw.load_audio(speech / "jfk.wav")), 3000)
     with torch.no_grad():
         theirs = tiny_ref.encoder(torch.from_numpy(mel[None])).numpy()
-    assert np.abs(model.graphs.to_host(model.graphs.encode(mel[None])) - theirs).max() < 1e-3
+    assert np.abs(model.session.to_host(model.embed_audio(mel[None])) - theirs).max() < 1e-3
     reference = whisper.decode(tiny_ref, torch.from_numpy(mel), whisper.DecodingOptions(language="en", fp16=False))
     assert model.decode(mel, mw.DecodingOptions(language="en")).tokens == reference.tokens

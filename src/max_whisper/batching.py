@@ -16,19 +16,23 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from .audio import N_FRAMES, load_audio, pad_or_trim
-from .decoding import DecodingOptions, DecodingResult, DecodingTask
+from .audio import load_audio, pad_or_trim
+from .decoding import DecodingOptions, DecodingResult
+from .engine import WhisperModel
 from .errors import WhisperError, file_error
+from .features import N_FRAMES
+from .tokenizer import Tokenizer
+from .transcribe import TranscribeOptions, transcribe_with
 
 
 class WindowBatcher:
     """Runs every engine call in one thread; decodes windows submitted concurrently as one batch."""
 
-    def __init__(self, model, max_batch: int, linger_s: float = 0.003):
+    def __init__(self, model: WhisperModel, max_batch: int, linger_s: float = 0.003):
         self.model, self.max_batch, self.linger_s = model, max_batch, linger_s
         self.jobs: queue.Queue = queue.Queue()
         self.active = 0  # transcriptions running (they may submit windows)
@@ -50,6 +54,7 @@ class WindowBatcher:
                 self.active -= 1
 
     def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
+        """Decode one window [n_mels, frames] with the windows that other threads submit meanwhile."""
         return self._submit(pad_or_trim(mel, N_FRAMES), options)
 
     def call(self, fn, *args):
@@ -94,8 +99,8 @@ class WindowBatcher:
             self.batches += 1
             self.windows += len(jobs)
             mels = np.stack([j[0] for j in jobs])
-            task = DecodingTask(self.model, jobs[0][1], prompts=[j[1].prompt for j in jobs])
-            self._settle([j[2] for j in jobs], lambda: task.run(self.model.graphs.encode(mels)))
+            options, prompts = jobs[0][1], [j[1].prompt for j in jobs]
+            self._settle([j[2] for j in jobs], lambda: self.model.decode_windows(mels, options, prompts))
 
     @staticmethod
     def _settle(futures: list[Future], work) -> None:
@@ -138,31 +143,33 @@ def one_blas_thread() -> Iterator[None]:
 
 
 class BatchedModel:
-    """The engine as `transcribe` sees it, with every engine call going through the batcher."""
+    """The engine as the long-form loop sees it (`transcribe.Engine`), every engine call going through the
+    batcher."""
 
-    def __init__(self, model, batcher: WindowBatcher):
+    def __init__(self, model: WhisperModel, batcher: WindowBatcher):
         self.model, self.batcher = model, batcher
-        self.dims, self.is_multilingual = model.dims, model.is_multilingual
+        self.dims = model.dims
 
-    def tokenizer(self, language=None, task=None):
+    def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer:
         return self.model.tokenizer(language, task)
 
-    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
-        return self.batcher.decode(mel, options)
+    def decode_windows(self, mels: np.ndarray, options: DecodingOptions) -> list[DecodingResult]:
+        return [self.batcher.decode(mel, options) for mel in mels]
 
-    def detect_language(self, mel: np.ndarray):
+    def detect_language(self, mel: np.ndarray) -> tuple[str, dict[str, float]]:
         return self.batcher.call(self.model.detect_language, mel)
 
 
-def transcribe_files(model, inputs: list[Path | np.ndarray], at_once: int,
-                     **options) -> Iterator[tuple[Path | np.ndarray, np.ndarray | None, dict | WhisperError]]:
+Input = Path | np.ndarray
+
+
+def transcribe_files(model: WhisperModel, inputs: Sequence[Input], at_once: int, options: TranscribeOptions,
+                     ) -> Iterator[tuple[Input, np.ndarray | None, dict | WhisperError]]:
     """Transcribe `at_once` files (or 16 kHz arrays) at a time, their windows decoded together; yields
     (input, audio, result) in the order of `inputs`, as each is done (audio None and a WhisperError
     for one that failed). Transcripts are those of transcribing each alone (sequential loop; see the
     module's note on GPU rounding)."""
-    from .transcribe import transcribe
-
-    if options.get("batch_size") is not None:
+    if options.batch_size is not None:
         raise WhisperError("several files at once run each file's sequential loop: leave out batch_size")
     # Throughput, not latency: a batch waits up to 0.1 s for each next window while files are running
     # (their threads' host work between windows shares one interpreter), so that windows of all files
@@ -170,11 +177,11 @@ def transcribe_files(model, inputs: list[Path | np.ndarray], at_once: int,
     batcher = WindowBatcher(model, max_batch=at_once, linger_s=0.1)
     engine = BatchedModel(model, batcher)
 
-    def one(item: Path | np.ndarray):
+    def one(item: Input) -> tuple[Input, np.ndarray | None, dict | WhisperError]:
         with batcher.running():
             try:
                 audio = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, np.float32)
-                return item, audio, transcribe(engine, audio, **options)
+                return item, audio, transcribe_with(engine, audio, options)
             except Exception as e:  # noqa: BLE001  (one file's failure, whatever it is, is that file's result)
                 return item, None, file_error(item if isinstance(item, (str, Path)) else "audio", e)
 

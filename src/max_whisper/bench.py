@@ -27,13 +27,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .backends import BACKENDS
 from .errors import WhisperError
 
-WORKER_FLAG = "--worker-config"
 
-
-def add_bench_parser(sub) -> None:
-    b = sub.add_parser("bench", help="compare backends on the same audio: time, memory, transcript quality")
+def add_arguments(b: argparse.ArgumentParser) -> None:
+    """`max-whisper bench`'s arguments."""
     b.add_argument("audio", nargs="+", type=Path, help="audio files (all are transcribed in every run)")
     b.add_argument("--backends", default="reference,hybrid,max,faster-whisper",
                    help="comma-separated: max, hybrid, reference, faster-whisper, transformers")
@@ -51,17 +50,12 @@ def add_bench_parser(sub) -> None:
                    help="reference transcripts, TSV with columns file and reference (default: refs.tsv "
                         "beside the first audio file, if there is one)")
     b.add_argument("--output", type=Path, default=Path("bench-results"), help="folder for JSON, Markdown, PNG")
-    from .cli import add_compiled_argument
-
-    add_compiled_argument(b)
-    b.add_argument(WORKER_FLAG, default=None, help=argparse.SUPPRESS)
+    b.add_argument("--compiled", action="append", type=Path, default=None, metavar="DIR",
+                   help="max backend: the graphs `max-whisper compile` wrote to DIR (repeatable)")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.worker_config:
-        return _worker(json.loads(args.worker_config))
-    from .backends import BACKENDS
-
+def run(args: argparse.Namespace) -> int:
+    """Run the bench the arguments describe; returns the exit code."""
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     for b in backends:
@@ -85,14 +79,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not p.is_file():
             raise WhisperError(f"{p}: no such file")
     refs = _load_refs(args.refs or audio[0].parent / "refs.tsv", audio, explicit=args.refs is not None)
-    from .cli import compiled_dirs
-
-    compiled = compiled_dirs(args)
+    compiled = [str(d) for d in args.compiled] if args.compiled else None
 
     rows = []
     for device in devices:
         for backend in backends:
-            modes = [{}]
+            modes: list[dict] = [{}]
             if backend == "max" and args.batch_size:
                 modes.append({"batch_size": args.batch_size, "batching": f"{args.batch_size} windows"})
             if backend == "max" and args.files_at_once:
@@ -116,7 +108,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _run_worker(config: dict) -> dict:
-    cmd = [sys.executable, "-m", "max_whisper.cli", "bench", config["audio"][0], WORKER_FLAG, json.dumps(config)]
+    cmd = [sys.executable, "-m", "max_whisper.bench", json.dumps(config)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -147,8 +139,17 @@ def _worker(config: dict) -> int:
     def transcribe_all() -> list[dict]:
         if config.get("files_at_once"):
             from .batching import transcribe_files
+            from .engine import WhisperModel
+            from .transcribe import TranscribeOptions
 
-            return [r for _, _, r in transcribe_files(model, audio, config["files_at_once"], **options)]
+            if not isinstance(model, WhisperModel):
+                raise WhisperError("--files-at-once needs the max backend")
+            done = transcribe_files(model, audio, config["files_at_once"], TranscribeOptions.from_kwargs(**options))
+            results = [r for _, _, r in done]
+            for r in results:
+                if isinstance(r, WhisperError):
+                    raise r
+            return [r for r in results if isinstance(r, dict)]
         return [model.transcribe(a, **options) for a in audio]
 
     for _ in range(config["warmup"]):
@@ -188,6 +189,7 @@ class GpuMemory:
         self.thread.start()
 
     def _used(self) -> int:
+        assert self.pynvml is not None  # sampled only when NVML loaded
         return self.pynvml.nvmlDeviceGetMemoryInfo(self.handle).used
 
     def _sample(self, interval: float) -> None:
@@ -249,7 +251,7 @@ def _report(rows: list[dict], refs: dict[str, str], audio: list[Path], args) -> 
             r["wer_percent"], normalizer = word_error_rate([refs[p.name] for p in audio], r["texts"])
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": _machine(),
+        "machine": machine(),
         "command": "max-whisper bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
         "model": args.model, "audio": [p.name for p in audio],
         "settings": {"runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
@@ -258,7 +260,8 @@ def _report(rows: list[dict], refs: dict[str, str], audio: list[Path], args) -> 
     }
 
 
-def _machine() -> dict:
+def machine() -> dict:
+    """The machine a result was measured on: CPU, cores, Python, OS, and the GPU and driver where there is one."""
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "os": platform.platform()}
     try:
@@ -325,3 +328,7 @@ def _chart(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # a worker: `python -m max_whisper.bench CONFIG` (see _run_worker)
+    sys.exit(_worker(json.loads(sys.argv[1])))

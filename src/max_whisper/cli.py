@@ -11,10 +11,12 @@ import traceback
 from collections import Counter
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 from .audio import SAMPLE_RATE, load_audio
-from .backends import BACKENDS
-from .bench import add_bench_parser, cmd_bench
+from .backends import BACKENDS, Backend
 from .errors import WhisperError, describe, file_error
 from .tokenizer import language_code
 from .outputs import FORMATS, format_timestamp, write_result
@@ -64,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
     add_compiled_argument(t)
-    add_bench_parser(sub)
+    b = sub.add_parser("bench", help="compare backends on the same audio: time, memory, transcript quality")
+    from . import bench  # the harness, loaded only for the command line
+
+    bench.add_arguments(b)
     v = sub.add_parser("serve", help="serve the OpenAI audio API (transcriptions, translations) over HTTP")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
@@ -100,14 +105,11 @@ def add_compiled_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def compiled_dirs(args: argparse.Namespace) -> list[str] | None:
-    """The --compiled folders, checked to exist (a missing one is an error, not a silent compile)."""
+    """The --compiled folders (the engine checks each holds compiled graphs: never a silent compile)."""
     if not args.compiled:
         return None
     if getattr(args, "backend", "max") != "max":
         raise WhisperError("--compiled is for the max backend")
-    for d in args.compiled:
-        if not (d / "manifest.json").is_file():
-            raise WhisperError(f"{d}: not a folder written by `max-whisper compile` (no manifest.json)")
     return [str(d) for d in args.compiled]
 
 
@@ -179,6 +181,7 @@ class Progress:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from .backends import load_model
+    from .engine import WhisperModel
 
     files, problems = expand_inputs(list(args.inputs))
     if args.sample:
@@ -213,13 +216,17 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device, backend=args.backend, dtype=args.dtype,
                        compiled=compiled_dirs(args))
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    if args.backend == "max":  # a language or task the model lacks fails here, not once per file
+    if isinstance(model, WhisperModel):  # a language or task the model lacks fails here, not once per file
         model.tokenizer(options.get("language"), options.get("task"))
 
     if args.files_at_once > 1:
         from .batching import transcribe_files
+        from .transcribe import TranscribeOptions
 
-        done = _counting_files(transcribe_files(model, files, args.files_at_once, **options), len(files))
+        if not isinstance(model, WhisperModel):
+            raise WhisperError("--files-at-once needs the max backend")
+        done = _counting_files(transcribe_files(model, files, args.files_at_once,
+                                                TranscribeOptions.from_kwargs(**options)), len(files))
     else:
         done = _one_by_one(model, files, options)
     names = output_names(files)
@@ -292,10 +299,12 @@ def _counting_files(done, total: int):
         progress.close()
 
 
-def _one_by_one(model, files: list[Path], options: dict):
+def _one_by_one(model: Backend, files: list[Path],
+                options: dict) -> Iterator[tuple[Path, np.ndarray | None, dict | WhisperError]]:
     """(path, audio, result or WhisperError) for each file, transcribed in turn with a progress bar."""
     for path in files:
         progress = Progress(path.name)
+        done: tuple[Path, np.ndarray | None, dict | WhisperError]
         try:
             audio = load_audio(path)
             done = path, audio, model.transcribe(audio, on_progress=progress, **options)
@@ -332,20 +341,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
         driver.set_virtual_device_api("cuda")
         driver.set_virtual_device_target_arch(args.gpu_arch)
         driver.set_virtual_device_count(1)
-    from .model import WhisperGraphs
+    from .runtime import compile_graphs
     from .weights import load_checkpoint
 
     if (args.out / "manifest.json").exists():
         raise WhisperError(f"{args.out}: already holds compiled graphs; choose an empty folder")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    graphs = WhisperGraphs(load_checkpoint(args.model), device=args.device, dtype=args.dtype, export_to=str(args.out))
-    graphs.reorder  # compiled on first use otherwise (beam search)
-    for name, seconds in graphs.timings.compile.items():
+    timings = compile_graphs(load_checkpoint(args.model), args.device, args.dtype, str(args.out))
+    for name, seconds in timings.compile.items():
         print(f"{name}: {seconds:.1f} s", file=sys.stderr)
     print(f"compiled {args.model} for {args.device} into {args.out} in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

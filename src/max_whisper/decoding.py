@@ -1,32 +1,34 @@
-"""Decoding one 30 s window on the MAX graphs, with openai-whisper's rules.
+"""Decoding 30 s windows with openai-whisper's rules, over the device's `Inference`.
 
-Logit filters (blank and symbol suppression, timestamp pairing), greedy and beam search,
-temperature sampling, language detection, no-speech probability and the sequence ranker
-follow openai-whisper's `decoding.py` so that greedy fp32 output is token for token the same.
-Logits come from the MAX decoder graph; the rules run on them in numpy.
+Logit filters (blank and symbol suppression, timestamp pairing), greedy and beam search, temperature
+sampling, language detection, no-speech probability and the sequence ranker follow openai-whisper's
+`decoding.py`, so that greedy fp32 output is token for token the same. The device side is declared here
+as two protocols, `Decoder` (chosen once when a model is loaded) and `Inference` (one decoding run); this
+module never touches a graph or a device buffer. Greedy steps after the first choose their tokens on the
+device under the same rules (`rules`), so that only the chosen tokens come back to the host.
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, Sequence, cast
 
 import numpy as np
 
-from .audio import CHUNK_LENGTH
+from . import rules
 from .errors import WhisperError
-from .tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from .model import DecoderState
-    from .engine import WhisperModel
+from .audio import CHUNK_LENGTH
+from .tokenizer import Tokenizer, language_code
+from .weights import ModelDimensions
 
 
 @dataclass(frozen=True)
 class DecodingOptions:
+    """openai-whisper's decoding options, checked when made."""
+
     task: str = "transcribe"  # or "translate"
-    language: str | None = None  # None: detect
+    language: str | None = None  # code or name; None: detect
     temperature: float = 0.0
     sample_len: int | None = None  # most tokens to sample; default n_text_ctx // 2
     best_of: int | None = None  # independent samples when temperature > 0
@@ -35,11 +37,43 @@ class DecodingOptions:
     length_penalty: float | None = None  # None: divide by length
     prompt: str | list[int] | None = None  # previous text, for context
     prefix: str | list[int] | None = None  # forced start of the current window
-    suppress_tokens: str | list[int] | None = "-1"  # "-1": openai-whisper's non-speech symbols
+    suppress_tokens: str | Sequence[int] | None = "-1"  # "-1": openai-whisper's non-speech symbols
     suppress_blank: bool = True
     without_timestamps: bool = False
     max_initial_timestamp: float | None = 1.0
     seed: int | None = None  # for temperature sampling
+
+    def __post_init__(self) -> None:
+        if self.task not in ("transcribe", "translate"):
+            raise WhisperError(f"unknown task '{self.task}': use transcribe or translate")
+        if self.language is not None:
+            object.__setattr__(self, "language", language_code(self.language))
+        if self.temperature < 0:
+            raise WhisperError(f"temperature must be at least 0, got {self.temperature}")
+        for name in ("beam_size", "best_of", "sample_len"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise WhisperError(f"{name} must be at least 1, got {value}")
+        if self.beam_size is not None and self.best_of is not None:
+            raise WhisperError("beam_size and best_of can't be given together")
+        if self.temperature == 0 and self.best_of is not None:
+            raise WhisperError("best_of with greedy sampling (temperature 0) is meaningless")
+        if self.beam_size is not None and self.temperature != 0:
+            raise WhisperError("beam search needs temperature 0")
+        if self.patience is not None and (self.beam_size is None or self.patience <= 0):
+            raise WhisperError(f"patience needs beam_size and must be positive, got {self.patience}")
+        if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
+            raise WhisperError(f"length_penalty must be between 0 and 1, got {self.length_penalty}")
+        if isinstance(self.suppress_tokens, str):
+            try:
+                object.__setattr__(self, "suppress_tokens", tuple(int(t) for t in self.suppress_tokens.split(",") if t))
+            except ValueError:
+                raise WhisperError(f"suppress_tokens must be comma-separated integers, got '{self.suppress_tokens}'") from None
+
+    @property
+    def greedy(self) -> bool:
+        """Greedy decoding, whose steps after the first choose their tokens on the device."""
+        return self.beam_size is None and self.temperature == 0
 
 
 @dataclass
@@ -55,6 +89,57 @@ class DecodingResult:
     language_probs: dict[str, float] | None = None
 
 
+# --- the device side -----------------------------------------------------------------------------------
+
+Choices = list[tuple[np.ndarray, np.ndarray]]  # per step: each row's token and its log probability
+
+
+class Inference(Protocol):
+    """One decoding run on the device: a batch of rows, each with its audio's cross-attention keys and
+    values and a self-attention cache that grows by the tokens fed."""
+
+    def logits(self, tokens: np.ndarray, positions: Sequence[int] | None = None,
+               ragged: np.ndarray | None = None) -> np.ndarray:
+        """Feed tokens [batch, seq]; float32 logits [batch, n_pos, vocab] at `positions` (default the last).
+        `ragged` (first call only, where the decoder keeps ragged rows): per row, how many of its last
+        positions are padding."""
+        ...
+
+    def greedy(self, tokens: np.ndarray, rule_state: np.ndarray) -> Choices:
+        """Feed each row's last token [batch, 1] and choose the next greedily under the rules of
+        `rule_state` [batch, rules.STATE] and the run's suppressed tokens; one step's choices or several
+        (the device then advances the rules itself), to be taken while rows go on."""
+        ...
+
+    def reorder(self, source_rows: np.ndarray) -> None:
+        """Beam search: row i of the cache becomes row source_rows[i]."""
+        ...
+
+
+class Decoder(Protocol):
+    """The device's decoder, chosen when a model is loaded (runtime.decoders)."""
+
+    keeps_ragged_rows: bool  # can rows whose initial tokens differ in length go on in one run
+
+    def start(self, features: Any, rows: np.ndarray, suppressed: tuple[int, ...] = ()) -> Inference:
+        """A run decoding one row per entry of `rows` (indices into the encoded windows `features`)."""
+        ...
+
+
+class DecodingModel(Protocol):
+    """What decoding needs of a model."""
+
+    @property
+    def dims(self) -> ModelDimensions: ...
+
+    @property
+    def decoder(self) -> Decoder: ...
+
+    def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer: ...
+
+
+# --- small pieces ----------------------------------------------------------------------------------------
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
@@ -67,14 +152,16 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
 
 
-def _logsumexp(x: np.ndarray) -> float:
-    m = np.max(x)
-    if not np.isfinite(m):
-        return float(m)
-    return float(m + np.log(np.sum(np.exp(x - m))))
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True)).astype(np.float64)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
-# --- logit filters: change logits [batch, vocab] in place, given tokens [batch, time] ---
+class LogitFilter(Protocol):
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        """Change logits [batch, vocab] in place, given the tokens so far [batch, time]."""
+        ...
+
 
 class SuppressBlank:
     """No blank or end-of-text as the first sampled token."""
@@ -97,64 +184,48 @@ class SuppressTokens:
 
 
 class ApplyTimestampRules:
-    """Timestamps come in non-decreasing pairs; a timestamp opens the window; timestamps win
-    when their summed probability beats every text token."""
+    """The timestamp rules (`rules`) on the host; a timestamp opens the window, at most
+    `max_initial_timestamp_index` steps in."""
 
     def __init__(self, tokenizer: Tokenizer, sample_begin: int, max_initial_timestamp_index: int | None):
         self.tok = tokenizer
         self.sample_begin = sample_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
 
-    def state(self, row: np.ndarray) -> tuple[bool, bool, int]:
-        """What the rules need of one row's sampled tokens: was the last a timestamp, was the one before
-        (true while fewer than two were sampled), and the last timestamp (-1: none yet)."""
-        sampled = row[self.sample_begin:]
-        is_ts = sampled >= self.tok.timestamp_begin
-        last_ts = int(sampled[is_ts][-1]) if is_ts.any() else -1
-        return len(sampled) >= 1 and bool(is_ts[-1]), len(sampled) < 2 or bool(is_ts[-2]), last_ts
-
-    def bounds(self, row: np.ndarray, vocab: int) -> tuple[bool, int, int]:
-        """For one row of tokens, after the first step: is text allowed next, and the range
-        [lo, hi) of allowed timestamp tokens. (model.timestamp_rules is the same in a graph.)"""
-        last_was_ts, penultimate_was_ts, last_ts = self.state(row)
-        text_ok, lo, hi = True, self.tok.timestamp_begin, vocab
-        if last_was_ts:
-            if penultimate_was_ts:
-                lo = hi = vocab  # a pair is complete: text or end of text must follow
-            else:
-                text_ok = False  # an open pair: a timestamp or end of text must follow
-        if last_ts >= 0:
-            # never go back in time; a segment has nonzero length
-            lo = max(lo, last_ts if last_was_ts and not penultimate_was_ts else last_ts + 1)
-        return text_ok, int(lo), int(hi)
+    def state(self, tokens: np.ndarray) -> np.ndarray:
+        """rules.STATE of each row of tokens [batch, time]."""
+        return rules.state(tokens[:, self.sample_begin:], self.tok.eot, self.tok.timestamp_begin, timestamps=True)
 
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
-        ts_begin, eot = self.tok.timestamp_begin, self.tok.eot
+        ts_begin = self.tok.timestamp_begin
         logits[:, self.tok.no_timestamps] = -np.inf
-        for k in range(tokens.shape[0]):
-            text_ok, lo, hi = self.bounds(tokens[k], logits.shape[1])
-            if not text_ok:
-                logits[k, :eot] = -np.inf
-            logits[k, ts_begin:min(lo, hi)] = -np.inf
-            logits[k, hi:] = -np.inf
+        rules.mask_outside(logits, rules.bounds(self.state(tokens), logits.shape[1]))
         if tokens.shape[1] == self.sample_begin:
             logits[:, :ts_begin] = -np.inf
             if self.max_initial_timestamp_index is not None:
                 logits[:, ts_begin + self.max_initial_timestamp_index + 1:] = -np.inf
-        logprobs = log_softmax(logits)
-        for k in range(tokens.shape[0]):
-            if _logsumexp(logprobs[k, ts_begin:]) > logprobs[k, :ts_begin].max():
-                logits[k, :ts_begin] = -np.inf
+        logits[rules.timestamps_win(log_softmax(logits), ts_begin), :ts_begin] = -np.inf
 
 
-# --- token choice ---
+# --- token choice ----------------------------------------------------------------------------------------
+
+class TokenDecoder(Protocol):
+    def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray,
+               inference: Inference) -> tuple[np.ndarray, bool]:
+        """The next token of each row from its logits; (tokens with it appended, whether all rows ended)."""
+        ...
+
+    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray) -> tuple[list, list]:
+        """Candidate sequences [audio][candidate] and their summed log probabilities."""
+        ...
+
 
 class GreedyDecoder:
     def __init__(self, temperature: float, eot: int, rng: np.random.Generator):
         self.temperature, self.eot, self.rng = temperature, eot, rng
 
     def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray,
-               state: DecoderState) -> tuple[np.ndarray, bool]:
+               inference: Inference) -> tuple[np.ndarray, bool]:
         logprobs = log_softmax(logits)
         if self.temperature == 0:
             next_tokens = logits.argmax(axis=-1)
@@ -172,14 +243,9 @@ class GreedyDecoder:
         tokens = np.concatenate([tokens, next_tokens[:, None]], axis=-1)
         return tokens, bool((tokens[:, -1] == self.eot).all())
 
-    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray):
+    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray) -> tuple[list, list]:
         tokens = np.pad(tokens, [(0, 0), (0, 0), (0, 1)], constant_values=self.eot)
         return [[row for row in group] for group in tokens], sum_logprobs.tolist()
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True)).astype(np.float64)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class BeamSearchDecoder:
@@ -191,12 +257,14 @@ class BeamSearchDecoder:
         self.finished: list[dict] | None = None
 
     def update(self, tokens: np.ndarray, logits: np.ndarray, sum_logprobs: np.ndarray,
-               state: DecoderState) -> tuple[np.ndarray, bool]:
+               inference: Inference) -> tuple[np.ndarray, bool]:
         n_audio = tokens.shape[0] // self.beam_size
         if self.finished is None:
             self.finished = [{} for _ in range(n_audio)]
         logprobs = log_softmax(logits)
-        next_tokens, sources, newly_finished = [], [], []
+        next_tokens: list[tuple[int, ...]] = []
+        sources: list[int] = []
+        newly_finished: list[dict[tuple[int, ...], float]] = []
         for i in range(n_audio):
             scores, origin, finished = {}, {}, {}
             for j in range(self.beam_size):
@@ -208,7 +276,7 @@ class BeamSearchDecoder:
                     scores[seq] = float(sum_logprobs[idx] + logprobs[idx, token])
                     origin[seq] = idx
             saved = 0
-            for seq in sorted(scores, key=scores.get, reverse=True):
+            for seq in sorted(scores, key=lambda s: scores[s], reverse=True):
                 if seq[-1] == self.eot:
                     finished[seq] = scores[seq]
                 else:
@@ -221,27 +289,27 @@ class BeamSearchDecoder:
             newly_finished.append(finished)
         tokens = np.array(next_tokens, dtype=np.int64)
         if sources != list(range(len(sources))):
-            state.reorder(np.array(sources))
+            inference.reorder(np.array(sources))
         for previous, new in zip(self.finished, newly_finished):
-            for seq in sorted(new, key=new.get, reverse=True):
+            for seq in sorted(new, key=lambda s: new[s], reverse=True):
                 if len(previous) >= self.max_candidates:
                     break
                 previous[seq] = new[seq]
         return tokens, all(len(s) >= self.max_candidates for s in self.finished)
 
-    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray):
-        for i, sequences in enumerate(self.finished):
+    def finalize(self, tokens: np.ndarray, sum_logprobs: np.ndarray) -> tuple[list, list]:
+        finished = self.finished or [{} for _ in range(len(tokens))]
+        for i, sequences in enumerate(finished):
             if len(sequences) < self.beam_size:  # not enough finished: add the best unfinished
                 for j in np.argsort(sum_logprobs[i])[::-1]:
                     sequences[tuple(tokens[i, j].tolist() + [self.eot])] = float(sum_logprobs[i][j])
                     if len(sequences) >= self.beam_size:
                         break
-        return ([[np.array(s) for s in seqs] for seqs in self.finished],
-                [list(seqs.values()) for seqs in self.finished])
+        return ([[np.array(s) for s in seqs] for seqs in finished], [list(seqs.values()) for seqs in finished])
 
 
 def rank(tokens: list[list[np.ndarray]], sum_logprobs: list[list[float]], length_penalty: float | None) -> list[int]:
-    """Index of the best candidate per audio: log probability over a length penalty."""
+    """The sequence ranker: index of the best candidate per audio, log probability over a length penalty."""
     best = []
     for seqs, logprobs in zip(tokens, sum_logprobs):
         penalties = [len(t) if length_penalty is None else ((5 + len(t)) / 6) ** length_penalty for t in seqs]
@@ -249,17 +317,18 @@ def rank(tokens: list[list[np.ndarray]], sum_logprobs: list[list[float]], length
     return best
 
 
-# --- the decoding task ---
+# --- the decoding task -----------------------------------------------------------------------------------
 
-def detect_language(model: WhisperModel, features, tokenizer: Tokenizer) -> tuple[list[str], list[dict[str, float]]]:
-    """Language of each encoded window, from the logits after <|startoftranscript|>."""
-    if not model.is_multilingual:
+def language_probabilities(decoder: Decoder, features: Any,
+                           tokenizer: Tokenizer) -> tuple[list[str], list[dict[str, float]]]:
+    """The most likely language of each encoded window, and every language's probability, from the
+    logits after <|startoftranscript|>."""
+    if not tokenizer.multilingual:
         raise WhisperError("this model is English-only and has no language detection")
     n_audio = features.shape[0]
-    state = model.graphs.start_decoding(features, np.arange(n_audio))
-    logits = state.step(np.full((n_audio, 1), tokenizer.sot, np.int64))[:, 0]
-    lang_ids = np.array(tokenizer.all_language_tokens)
-    lang_logits = logits[:, lang_ids]
+    run = decoder.start(features, np.arange(n_audio))
+    logits = run.logits(np.full((n_audio, 1), tokenizer.sot, np.int64))[:, 0]
+    lang_logits = logits[:, np.array(tokenizer.all_language_tokens)]
     probs = _softmax(lang_logits)
     codes = tokenizer.language_codes
     languages = [codes[int(np.argmax(row))] for row in lang_logits]
@@ -270,21 +339,13 @@ class DecodingTask:
     """Decodes a batch of encoded windows under one set of options. `prompts`: each window's own
     previous text (token lists, one per window) instead of `options.prompt`, for windows of different
     recordings decoded together; rows whose initial tokens differ in length are decoded in one batch
-    where the device can hold each row at its own position (greedy steps on the recorded step graph),
-    otherwise in groups of equal length."""
+    where the device keeps ragged rows (greedy steps on the recorded step graph), otherwise in groups of
+    equal length."""
 
-    def __init__(self, model: WhisperModel, options: DecodingOptions, prompts: list[list[int]] | None = None):
-        self.model = model
-        language = options.language or ("en" if not model.is_multilingual else None)
+    def __init__(self, model: DecodingModel, options: DecodingOptions, prompts: list[list[int]] | None = None):
+        self.model, self.dims = model, model.dims
+        language = options.language or ("en" if not model.dims.is_multilingual else None)
         self.options = options = replace(options, language=language)
-        if options.task not in ("transcribe", "translate"):
-            raise WhisperError(f"unknown task '{options.task}': use transcribe or translate")
-        if options.beam_size is not None and options.best_of is not None:
-            raise WhisperError("beam_size and best_of can't be given together")
-        if options.temperature == 0 and options.best_of is not None:
-            raise WhisperError("best_of with greedy sampling (temperature 0) is meaningless")
-        if options.beam_size is not None and options.temperature != 0:
-            raise WhisperError("beam search needs temperature 0")
         self.tokenizer = model.tokenizer(language=language or "en", task=options.task)
         self.n_group = options.beam_size or options.best_of or 1
         self.n_ctx = model.dims.n_text_ctx
@@ -302,7 +363,9 @@ class DecodingTask:
             tokens += prefix_tokens[-(self.n_ctx // 2 - self.sample_len):]
         return tuple(tokens)
 
-    def _initial_tokens(self, prompt: str | list[int] | None) -> tuple[int, ...]:
+    def initial_tokens(self, prompt: str | list[int] | None) -> tuple[int, ...]:
+        """A row's tokens before the first sampled one: previous text (its last n_ctx // 2 - 1 tokens),
+        start of transcript, language, task, prefix."""
         if not prompt:
             return self.suffix
         prompt_tokens = self.tokenizer.encode(" " + prompt.strip()) if isinstance(prompt, str) else list(prompt)
@@ -310,40 +373,37 @@ class DecodingTask:
 
     def _suppress_tokens(self) -> tuple[int, ...]:
         tok = self.tokenizer
-        ids = self.options.suppress_tokens
-        if isinstance(ids, str):
-            try:
-                ids = [int(t) for t in ids.split(",")]
-            except ValueError:
-                raise WhisperError(f"suppress_tokens must be comma-separated integers, got '{ids}'") from None
-        ids = list(ids or [])
+        ids = [int(t) for t in self.options.suppress_tokens or ()]  # a string was split when the options were made
         if -1 in ids:
             ids = [t for t in ids if t >= 0] + list(tok.non_speech_tokens)
         ids += [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech]
         return tuple(sorted(set(ids)))
 
-    def run(self, features) -> list[DecodingResult]:
+    def run(self, features: Any) -> list[DecodingResult]:
         """Decode encoded windows (device features [n_audio, 1500, d])."""
         n_audio = features.shape[0]
         if self.prompts is not None and len(self.prompts) != n_audio:
             raise WhisperError(f"internal error: {len(self.prompts)} prompts for {n_audio} windows")
-        heads = [self._initial_tokens(p) for p in (self.prompts or [self.options.prompt] * n_audio)]
-        languages, lang_probs = [self.options.language] * n_audio, [None] * n_audio
+        prompts: list = self.prompts if self.prompts is not None else [self.options.prompt] * n_audio
+        heads = [self.initial_tokens(p) for p in prompts]
+        languages: list[str | None] = [self.options.language] * n_audio
+        lang_probs: list[dict[str, float] | None] = [None] * n_audio
         if self.options.language is None:
-            languages, lang_probs = detect_language(self.model, features, self.tokenizer)
+            detected, probs = language_probabilities(self.model.decoder, features, self.tokenizer)
+            languages, lang_probs = list(detected), list(probs)
         rows = list(range(n_audio))
-        if len({len(h) for h in heads}) == 1 or self._ragged_on_device():
+        if len({len(h) for h in heads}) == 1 or (self.options.greedy and self.model.decoder.keeps_ragged_rows):
             groups = [rows]
         else:
             groups = [[i for i in rows if len(heads[i]) == n] for n in sorted({len(h) for h in heads})]
-        results: list[DecodingResult | None] = [None] * n_audio
+        by_row: dict[int, DecodingResult] = {}
         for group in groups:
             decoded = self._decode(features, group, [heads[i] for i in group], [languages[i] for i in group])
             for i, result in zip(group, decoded):
-                results[i] = replace(result, language_probs=lang_probs[i])
-        return results
+                by_row[i] = replace(result, language_probs=lang_probs[i])
+        return [by_row[i] for i in rows]
 
-    def _decode(self, features, audio_rows: list[int], heads: list[tuple[int, ...]],
+    def _decode(self, features: Any, audio_rows: list[int], heads: list[tuple[int, ...]],
                 languages: list[str | None]) -> list[DecodingResult]:
         """Decode the windows `audio_rows` of `features`, each after its initial tokens `heads`."""
         tok, opts = self.tokenizer, self.options
@@ -357,11 +417,12 @@ class DecodingTask:
         for k, head in enumerate(heads):
             tokens[k, pad[k]:] = head
         if opts.language is None:
-            tokens[:, self.sot_index + 1] = [tok.to_language_token(lang) for lang in languages]
+            tokens[:, self.sot_index + 1] = [tok.to_language_token(str(lang)) for lang in languages]
         self._start_run()
         tokens, pad = np.repeat(tokens, self.n_group, axis=0), np.repeat(pad, self.n_group)
-        state = self.model.graphs.start_decoding(features, np.repeat(np.array(audio_rows), self.n_group))
-        tokens, sum_logprobs, no_speech = self._main_loop(state, tokens, pad)
+        suppressed = self._suppressed_on_device() if opts.greedy else ()
+        inference = self.model.decoder.start(features, np.repeat(np.array(audio_rows), self.n_group), suppressed)
+        tokens, sum_logprobs, no_speech = self._main_loop(inference, tokens, pad)
         no_speech = no_speech[:: self.n_group]
         tokens = tokens.reshape(n_audio, self.n_group, -1)
         sum_logprobs = sum_logprobs.reshape(n_audio, self.n_group)
@@ -375,7 +436,7 @@ class DecodingTask:
             text = tok.decode(out).strip()
             sum_lp = cand_logprobs[i][idx]
             results.append(DecodingResult(
-                language=languages[i], tokens=out, text=text,
+                language=str(languages[i]), tokens=out, text=text,
                 avg_logprob=sum_lp / (len(out) + 1), sum_logprob=sum_lp, no_speech_prob=no_speech[i],
                 temperature=opts.temperature, compression_ratio=compression_ratio(text)))
         return results
@@ -383,52 +444,52 @@ class DecodingTask:
     def _start_run(self) -> None:
         """A fresh token chooser and filters for rows whose sampled tokens start at `sample_begin`."""
         opts = self.options
+        self.decoder: GreedyDecoder | BeamSearchDecoder
         if opts.beam_size is not None:
             self.decoder = BeamSearchDecoder(opts.beam_size, self.tokenizer.eot, opts.patience)
         else:
             self.decoder = GreedyDecoder(opts.temperature, self.tokenizer.eot, np.random.default_rng(opts.seed))
-        self.filters = []
+        self.filters: list[LogitFilter] = []
         if opts.suppress_blank:
             self.filters.append(SuppressBlank(self.tokenizer, self.sample_begin))
         if opts.suppress_tokens:
             self.filters.append(SuppressTokens(self._suppress_tokens()))
+        self.timestamp_rules: ApplyTimestampRules | None = None
         if not opts.without_timestamps:
             max_init = None
             if opts.max_initial_timestamp:
-                max_init = round(opts.max_initial_timestamp / (CHUNK_LENGTH / self.model.dims.n_audio_ctx))
-            self.filters.append(ApplyTimestampRules(self.tokenizer, self.sample_begin, max_init))
+                max_init = round(opts.max_initial_timestamp / (CHUNK_LENGTH / self.dims.n_audio_ctx))
+            self.timestamp_rules = ApplyTimestampRules(self.tokenizer, self.sample_begin, max_init)
+            self.filters.append(self.timestamp_rules)
 
-    def _main_loop(self, state: DecoderState, tokens: np.ndarray, pad: np.ndarray):
+    def _main_loop(self, inference: Inference, tokens: np.ndarray, pad: np.ndarray):
         n_batch = tokens.shape[0]
         sum_logprobs = np.zeros(n_batch, np.float32)
         no_speech = [np.nan] * n_batch
-        on_device = self._greedy_on_device()
-        if on_device:
-            state.suppress = self.model.graphs.suppression(self._suppressed_on_device())
-        choices: list[tuple[np.ndarray, np.ndarray]] = []  # made on the device, not yet taken
+        choices: Choices = []  # made on the device, not yet taken
         for i in range(self.sample_len):
-            if i > 0 and on_device:
+            if i > 0 and self.options.greedy:
                 if not choices:
-                    choices = self._greedy_steps(state, tokens)
+                    choices = inference.greedy(tokens[:, -1:], self._rule_state(tokens))
                 next_tokens, logprobs = choices.pop(0)
                 # A row past its context's end stops there, as the sequential loop does: end of text, no score.
                 full = tokens.shape[-1] - pad > self.n_ctx
                 next_tokens, logprobs = np.where(full, self.tokenizer.eot, next_tokens), np.where(full, 0, logprobs)
-                tokens, completed = self.decoder.append(tokens, next_tokens, logprobs, sum_logprobs)
+                tokens, completed = cast(GreedyDecoder, self.decoder).append(tokens, next_tokens, logprobs, sum_logprobs)
             else:
                 if i == 0:
-                    sot_logits, logits = self._first_step(state, tokens, pad)
+                    sot_logits, logits = self._first_step(inference, tokens, pad)
                     no_speech = _softmax(sot_logits)[:, self.tokenizer.no_speech].tolist()
                 else:
-                    logits = np.array(state.step(tokens[:, -1:])[:, 0], dtype=np.float32)
+                    logits = np.array(inference.logits(tokens[:, -1:])[:, 0], dtype=np.float32)
                 for f in self.filters:
                     f.apply(logits, tokens)
-                tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, state)
+                tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, inference)
             if completed or (tokens.shape[-1] - pad > self.n_ctx).all():
                 break
         return tokens, sum_logprobs, no_speech
 
-    def _first_step(self, state: DecoderState, tokens: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _first_step(self, inference: Inference, tokens: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed every row's initial tokens; returns the logits after <|startoftranscript|> (for the
         no-speech probability) and after the last initial token, float32 [batch, vocab] each.
 
@@ -436,69 +497,28 @@ class DecodingTask:
         (causal attention keeps padding out of the real tokens; later steps mask and overwrite it)."""
         width = tokens.shape[1]
         if not pad.any():
-            both = state.step(tokens, [self.sot_index, width - 1])
+            both = inference.logits(tokens, [self.sot_index, width - 1])
             return both[:, 0], np.array(both[:, 1], dtype=np.float32)
         left_aligned = np.full_like(tokens, self.tokenizer.eot)
         for k, p in enumerate(pad):
             left_aligned[k, :width - p] = tokens[k, p:]
         sot_at, last_at = self.sot_index - pad, width - 1 - pad
         positions = sorted({*sot_at.tolist(), *last_at.tolist()})  # every row's logits at each of these
-        logits = state.step(left_aligned, positions, ragged=pad)
+        logits = inference.logits(left_aligned, positions, ragged=pad)
         rows, column = np.arange(len(tokens)), {p: j for j, p in enumerate(positions)}
         return (logits[rows, [column[p] for p in sot_at]],
                 np.array(logits[rows, [column[p] for p in last_at]], dtype=np.float32))
 
-    # Greedy decoding after the first step chooses tokens inside the decoder graph, under the same
-    # rules as the filters here (the first step's extra rules run on the host), so that only the
-    # chosen tokens come back to the host.
-
-    def _greedy_on_device(self) -> bool:
-        return self.options.beam_size is None and self.options.temperature == 0
-
-    def _ragged_on_device(self) -> bool:
-        """Can rows of different initial lengths share one run: greedy steps on the recorded step
-        graph, whose rows each have their own position."""
-        return self._greedy_on_device() and self.model.graphs.decoder_step is not None
-
-    def _timestamp_rules(self) -> ApplyTimestampRules | None:
-        return next((f for f in self.filters if isinstance(f, ApplyTimestampRules)), None)
-
     def _suppressed_on_device(self) -> tuple[int, ...]:
+        """The tokens the device never chooses: the suppressed ones, and <|notimestamps|> under the
+        timestamp rules (the first step's other rules run on the host)."""
         ids = {t for f in self.filters if isinstance(f, SuppressTokens) for t in f.ids}
-        if self._timestamp_rules():
+        if self.timestamp_rules is not None:
             ids.add(self.tokenizer.no_timestamps)
         return tuple(sorted(ids))
 
-    def _greedy_steps(self, state: DecoderState, tokens: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The next greedy choices: one step's, or several where the graph follows the rules itself
-        (a GPU's recorded steps); the caller takes them up to the end of the rows or the limits."""
-        if state.slot is None:
-            return [state.step_greedy(tokens[:, -1:], self._rules(tokens))]
-        return state.steps_greedy(tokens[:, -1:], self._rule_state(tokens))
-
-    def _rules(self, tokens: np.ndarray) -> np.ndarray:
-        """Each row's token rules for the decoder graph (model.RULE_COLUMNS)."""
-        tok, vocab = self.tokenizer, self.model.dims.n_vocab
-        timestamps = self._timestamp_rules()
-        rules = np.empty((tokens.shape[0], 6), np.int64)
-        for k, row in enumerate(tokens):
-            text_ok, lo, hi = timestamps.bounds(row, vocab) if timestamps else (True, tok.timestamp_begin, vocab)
-            rules[k] = (tok.eot if text_ok else 0, tok.eot, tok.timestamp_begin, lo, hi, timestamps is not None)
-        return rules
-
     def _rule_state(self, tokens: np.ndarray) -> np.ndarray:
-        """Each row's end of text, timestamp rules on or off, and their state (model.STEP_COLUMNS after
-        token and position)."""
-        timestamps = self._timestamp_rules()
-        state = np.zeros((tokens.shape[0], 5), np.int64)
-        for k, row in enumerate(tokens):
-            state[k] = (self.tokenizer.eot, timestamps is not None, *(timestamps.state(row) if timestamps else (0, 0, -1)))
-        return state
-
-
-def decode(model: WhisperModel, mel: np.ndarray, options: DecodingOptions = DecodingOptions()) -> list[DecodingResult]:
-    """Decode log-mel windows [n_audio, n_mels, 3000] (or one [n_mels, 3000])."""
-    single = mel.ndim == 2
-    features = model.graphs.encode(mel[None] if single else mel)
-    results = DecodingTask(model, options).run(features)
-    return results[:1] if single else results
+        """Each row's rules.STATE for the device's greedy choice."""
+        tok = self.tokenizer
+        return rules.state(tokens[:, self.sample_begin:], tok.eot, tok.timestamp_begin,
+                           timestamps=self.timestamp_rules is not None)

@@ -21,8 +21,9 @@ from .audio import SAMPLE_RATE, decode_audio
 from .batching import BatchedModel, WindowBatcher, one_blas_thread
 from .errors import WhisperError, first_line
 from .outputs import WRITERS
-from .tokenizer import LANGUAGES, language_code
-from .transcribe import SILENCE_THRESHOLD_DB
+from .engine import WhisperModel
+from .tokenizer import LANGUAGES
+from .transcribe import SILENCE_THRESHOLD_DB, TranscribeOptions, transcribe_with
 
 OPENAI_MODEL_ALIAS = "whisper-1"  # what clients written for OpenAI send
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -52,7 +53,7 @@ def _error_body(status: int, message: str, param=None, code=None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def create_app(model, options: ServerOptions = ServerOptions()):
+def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
     """The FastAPI application serving `model` (a loaded max-backend WhisperModel)."""
     try:
         from fastapi import FastAPI, Request
@@ -61,7 +62,6 @@ def create_app(model, options: ServerOptions = ServerOptions()):
         from starlette.exceptions import HTTPException
     except ImportError:
         raise WhisperError("max-whisper serve needs FastAPI and uvicorn: pip install 'max-whisper[serve]'") from None
-    from .transcribe import transcribe
 
     batcher = WindowBatcher(model, options.max_batch, options.linger_s)
     engine = BatchedModel(model, batcher)
@@ -137,12 +137,13 @@ def create_app(model, options: ServerOptions = ServerOptions()):
             raise ApiError(400, "only segment timestamps are supported", "timestamp_granularities[]")
         kwargs = {"task": task, "initial_prompt": form.get("prompt") or None,
                   "temperature": _temperature(form.get("temperature")),
-                  "silence_threshold_db": options.silence_threshold_db}
-        if task == "transcribe" and form.get("language"):
-            try:
-                kwargs["language"] = language_code(form.get("language"))
-            except WhisperError as e:
-                raise ApiError(400, str(e), "language") from None
+                  "language": form.get("language") if task == "transcribe" else None}
+        try:
+            transcribe_options = TranscribeOptions.from_kwargs(
+                silence_threshold_db=options.silence_threshold_db, **{k: v for k, v in kwargs.items() if v is not None})
+            model.tokenizer(transcribe_options.decoding.language, task)  # a language the model has
+        except WhisperError as e:
+            raise ApiError(400, str(e), "language" if kwargs["language"] else None) from None
         filename = upload.filename or "upload"
         data = await upload.read(max_bytes + 1)
         if len(data) > max_bytes:
@@ -157,7 +158,7 @@ def create_app(model, options: ServerOptions = ServerOptions()):
         admitted["n"] += 1
         try:
             result, duration = await asyncio.get_running_loop().run_in_executor(
-                workers, _transcribe_upload, transcribe, engine, batcher, data, filename, kwargs)
+                workers, _transcribe_upload, engine, batcher, data, filename, transcribe_options)
         except WhisperError as e:
             raise ApiError(400, str(e), "file") from None
         finally:
@@ -235,12 +236,11 @@ def _temperature(text: str | None) -> float | tuple[float, ...] | None:
     return None if value == 0 else value
 
 
-def _transcribe_upload(transcribe, engine: BatchedModel, batcher: WindowBatcher, data: bytes, filename: str,
-                       kwargs: dict) -> tuple[dict, float]:
+def _transcribe_upload(engine: BatchedModel, batcher: WindowBatcher, data: bytes, filename: str,
+                       options: TranscribeOptions) -> tuple[dict, float]:
     audio = decode_audio(io.BytesIO(data), filename)
-    options = {k: v for k, v in kwargs.items() if v is not None or k == "silence_threshold_db"}
     with batcher.running():
-        return transcribe(engine, audio, **options), len(audio) / SAMPLE_RATE
+        return transcribe_with(engine, audio, options), len(audio) / SAMPLE_RATE
 
 
 def _respond(result: dict, response_format: str, task: str, duration: float):

@@ -60,7 +60,7 @@ class Tokenizer:
 
         try:
             self._hf = HFTokenizer.from_file(str(self.path))
-        except Exception as e:  # tokenizers raises a bare Exception on bad files
+        except Exception as e:  # noqa: BLE001  (tokenizers raises a bare Exception on bad files)
             raise WhisperError(f"{self.path}: unreadable tokenizer file ({first_line(e)})") from None
         self.special = {t.content: i for i, t in self._hf.get_added_tokens_decoder().items()}
         for required in ("<|endoftext|>", "<|startoftranscript|>", "<|notimestamps|>"):
@@ -139,7 +139,8 @@ class Tokenizer:
 
     def decode_with_timestamps(self, tokens) -> str:
         """Text with timestamp tokens rendered as <|1.08|>."""
-        out, run = [], []
+        out: list[str] = []
+        run: list[int] = []
         for t in tokens:
             if t >= self.timestamp_begin:
                 out.append(self._hf.decode(run, skip_special_tokens=False))

@@ -1,29 +1,121 @@
-"""Long-form transcription: openai-whisper's sliding 30 s windows over a whole recording."""
+"""Long-form transcription: openai-whisper's sliding 30 s windows over a whole recording.
+
+`transcribe` runs openai-whisper's sequential loop (each window decoded after the previous one's text,
+seeking to its last complete timestamp, temperature fallback on failure) on any `Engine`: the MAX engine,
+or the batcher that decodes windows of several recordings together. `TranscribeOptions` holds every
+option, checked once when made.
+"""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable, Protocol
 
 import numpy as np
 
-from .audio import (FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE, LogMelFeatures, load_audio,
-                    pad_or_trim)
+from .audio import N_SAMPLES, SAMPLE_RATE, load_audio, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult
 from .errors import WhisperError
-from .tokenizer import language_code
-
-if TYPE_CHECKING:
-    from .engine import WhisperModel
+from .features import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, LogMelFeatures
+from .tokenizer import Tokenizer
+from .weights import ModelDimensions
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SILENCE_THRESHOLD_DB = -60.0  # windows whose loudest 20 ms is quieter are not decoded
-_DECODE_KEYS = {f.name for f in fields(DecodingOptions)}
+SILENCE_FRAME = 2 * HOP_LENGTH  # 20 ms: shorter than any spoken syllable
+# DecodingOptions that the loop sets for each window itself.
+_PER_WINDOW = {"temperature", "prompt", "best_of"}
+
+Progress = Callable[[float, float], None]  # (seconds done, seconds in all)
 
 
-def transcribe(
-    model: WhisperModel,
+class Engine(Protocol):
+    """What the long-form loop needs of a model."""
+
+    @property
+    def dims(self) -> ModelDimensions: ...
+
+    def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer: ...
+
+    def decode_windows(self, mels: np.ndarray, options: DecodingOptions) -> list[DecodingResult]:
+        """Decode log-mel windows [n, n_mels, 3000] under `options`."""
+        ...
+
+    def detect_language(self, mel: np.ndarray) -> tuple[str, dict[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """The long-form loop's options (openai-whisper's, and the engine's `batch_size` and
+    `silence_threshold_db`) and the decoding options of every window, checked when made."""
+
+    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
+    compression_ratio_threshold: float | None = 2.4  # a more repetitive text fails
+    logprob_threshold: float | None = -1.0  # a less likely text fails
+    no_speech_threshold: float | None = 0.6  # with logprob_threshold: a window that is likely silence is skipped
+    condition_on_previous_text: bool = True
+    initial_prompt: str | None = None
+    # Throughput mode: windows of at most 30 s, cut in pauses, decoded this many at a time, none
+    # conditioned on another's text (like faster-whisper's batched pipeline); None: the sequential loop.
+    batch_size: int | None = None
+    # A window whose loudest 20 ms is quieter than this (dBFS) is not decoded: Whisper writes text such as
+    # "you" for digital silence. The loudest short frame, not the window's mean, so that a short quiet phrase
+    # in a long quiet window still counts. None decodes every window (openai-whisper's behaviour).
+    silence_threshold_db: float | None = SILENCE_THRESHOLD_DB
+    best_of: int | None = None  # samples drawn at temperatures above 0
+    decoding: DecodingOptions = DecodingOptions()  # every window's options at temperature 0, but its prompt
+
+    def __post_init__(self) -> None:
+        temperature = self.temperature
+        temperatures = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
+        if not temperatures or any(not 0 <= t <= 2 for t in temperatures):
+            raise WhisperError(f"temperature must be one value or a sequence of values in [0, 2], got {temperature}")
+        object.__setattr__(self, "temperature", tuple(float(t) for t in temperatures))
+        if self.batch_size is not None and self.batch_size < 1:
+            raise WhisperError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.best_of is not None and self.best_of < 1:
+            raise WhisperError(f"best_of must be at least 1, got {self.best_of}")
+        if self.decoding.temperature != 0 or self.decoding.prompt is not None or self.decoding.best_of is not None:
+            raise WhisperError("internal error: TranscribeOptions.decoding sets temperature, prompt or best_of")
+
+    @classmethod
+    def from_kwargs(cls, **options) -> TranscribeOptions:
+        """openai-whisper's `transcribe` keywords: the loop's own, and DecodingOptions' for every window."""
+        loop = {f.name for f in fields(cls)} - {"decoding"}
+        decoding = {f.name for f in fields(DecodingOptions)} - _PER_WINDOW
+        unknown = set(options) - loop - decoding
+        if unknown:
+            raise WhisperError(f"unknown transcribe option(s): {', '.join(sorted(unknown))}")
+        window = DecodingOptions(**{k: v for k, v in options.items() if k in decoding})
+        return cls(**{k: v for k, v in options.items() if k in loop}, decoding=window)
+
+    def window_options(self, temperature: float, prompt: list[int] | None) -> DecodingOptions:
+        """A window's options at `temperature`: beam search at 0, `best_of` samples above."""
+        if temperature > 0:
+            return replace(self.decoding, temperature=temperature, prompt=prompt, beam_size=None, patience=None,
+                           best_of=self.best_of)
+        return replace(self.decoding, prompt=prompt)
+
+    def needs_fallback(self, result: DecodingResult) -> bool:
+        """A decode too repetitive or too unsure, worth a try at the next temperature."""
+        if (self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold
+                and self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold):
+            return False  # silence: nothing better to find
+        too_repetitive = (self.compression_ratio_threshold is not None
+                          and result.compression_ratio > self.compression_ratio_threshold)
+        too_unsure = self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
+        return too_repetitive or too_unsure
+
+    def is_no_speech(self, result: DecodingResult) -> bool:
+        """A window to skip: likely silence, and not a confident text."""
+        if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
+            return False
+        return not (self.logprob_threshold is not None and result.avg_logprob > self.logprob_threshold)
+
+
+def transcribe(  # noqa: PLR0913  (openai-whisper's keywords, so that code written for it runs)
+    model: Engine,
     audio: str | Path | np.ndarray,
     *,
     temperature: float | tuple[float, ...] = DEFAULT_TEMPERATURES,
@@ -34,119 +126,136 @@ def transcribe(
     initial_prompt: str | None = None,
     batch_size: int | None = None,
     silence_threshold_db: float | None = SILENCE_THRESHOLD_DB,
-    on_progress=None,
+    on_progress: Progress | None = None,
     **decode_options,
 ) -> dict:
     """Transcribe a file or a 16 kHz mono float32 array; returns openai-whisper's result dict
-    (`text`, `segments`, `language`), every second of the input covered.
+    (`text`, `segments`, `language`), every second of the input covered. The options are
+    `TranscribeOptions`' and `DecodingOptions`'; `on_progress(done_seconds, total_seconds)` is called
+    after each window."""
+    options = TranscribeOptions.from_kwargs(
+        temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
+        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
+        condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
+        batch_size=batch_size, silence_threshold_db=silence_threshold_db, **decode_options)
+    return transcribe_with(model, audio, options, on_progress)
 
-    `silence_threshold_db`: a window whose loudest 20 ms is quieter than this (RMS, dBFS) is not
-    decoded and gives no segment. Whisper, openai-whisper's included, writes text such as "you" for
-    digital silence. The loudest short frame, not the window's average, so that a short quiet phrase
-    in a long quiet window still counts as sound. None turns this off (openai-whisper's behaviour).
 
-    `batch_size`: decode windows of at most 30 s, cut in pauses, this many at a time, without
-    conditioning on previous text (throughput mode, like faster-whisper's batched pipeline);
-    None: openai-whisper's sequential seeking loop.
-
-    `on_progress(done_seconds, total_seconds)` is called after each window.
-    """
-    unknown = set(decode_options) - _DECODE_KEYS
-    if unknown:
-        raise WhisperError(f"unknown transcribe option(s): {', '.join(sorted(unknown))}")
-    if batch_size is not None and batch_size < 1:
-        raise WhisperError(f"batch_size must be at least 1, got {batch_size}")
-    if decode_options.get("beam_size") is not None and decode_options["beam_size"] < 1:
-        raise WhisperError(f"beam_size must be at least 1, got {decode_options['beam_size']}")
+def transcribe_with(model: Engine, audio: str | Path | np.ndarray, options: TranscribeOptions,
+                    on_progress: Progress | None = None) -> dict:
+    """`transcribe` with its options made."""
     if isinstance(audio, (str, Path)):
         audio = load_audio(audio)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise WhisperError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}")
     mel = LogMelFeatures(audio, model.dims.n_mels, padding=N_SAMPLES)  # one window at a time
-    content_frames = mel.n_frames - N_FRAMES
+    language = options.decoding.language
+    if language is None:
+        language = model.detect_language(pad_or_trim(mel.window(0, N_FRAMES), N_FRAMES))[0] \
+            if model.dims.is_multilingual else "en"
+    options = replace(options, decoding=replace(options.decoding, language=language))
+    loop = Loop(model, mel, options, model.tokenizer(language, options.decoding.task), on_progress)
+    return loop.batched() if options.batch_size is not None else loop.sequential()
 
-    if decode_options.get("language") is not None:
-        decode_options["language"] = language_code(decode_options["language"])
-    elif not model.is_multilingual:
-        decode_options["language"] = "en"
-    else:
-        decode_options["language"], _ = model.detect_language(pad_or_trim(mel.window(0, N_FRAMES), N_FRAMES))
-    language = decode_options["language"]
-    tokenizer = model.tokenizer(language, decode_options.get("task", "transcribe"))
-    temperatures = (temperature,) if isinstance(temperature, (int, float)) else tuple(temperature)
 
-    def needs_fallback(result: DecodingResult) -> bool:
-        if (no_speech_threshold is not None and result.no_speech_prob > no_speech_threshold
-                and logprob_threshold is not None and result.avg_logprob < logprob_threshold):
-            return False  # silence: nothing better to find
-        too_repetitive = compression_ratio_threshold is not None and result.compression_ratio > compression_ratio_threshold
-        too_unsure = logprob_threshold is not None and result.avg_logprob < logprob_threshold
-        return too_repetitive or too_unsure
+class Loop:
+    """One recording's windows, decoded under one set of options."""
 
-    def decode_with_fallback(segment: np.ndarray, temps=temperatures) -> DecodingResult:
+    def __init__(self, model: Engine, mel: LogMelFeatures, options: TranscribeOptions, tokenizer: Tokenizer,
+                 on_progress: Progress | None):
+        self.model, self.mel, self.options, self.tokenizer = model, mel, options, tokenizer
+        self.on_progress = on_progress
+        self.content_frames = mel.n_frames - N_FRAMES
+        self.input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
+        prompt = options.initial_prompt
+        self.initial_prompt_tokens = tokenizer.encode(" " + prompt.strip()) if prompt else []
+
+    def sequential(self) -> dict:
+        """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp."""
+        options = self.options
+        all_tokens: list[int] = list(self.initial_prompt_tokens)
+        all_segments: list[dict] = []
+        prompt_reset_since = 0
+        seek = 0
+        while seek < self.content_frames:
+            segment_size = min(N_FRAMES, self.content_frames - seek)
+            if self.silent(seek, segment_size):
+                seek += segment_size
+                self.report(seek)
+                continue
+            result = self.decode_with_fallback(pad_or_trim(self.mel.window(seek, segment_size), N_FRAMES),
+                                               all_tokens[prompt_reset_since:])
+            if options.is_no_speech(result):
+                seek += segment_size
+                self.report(seek)
+                continue
+            current, advance = split_segments(result, self.tokenizer, seek, segment_size, self.input_stride)
+            seek += advance
+            all_segments.extend({"id": i, **s} for i, s in enumerate(current, start=len(all_segments)))
+            all_tokens.extend(t for s in current for t in s["tokens"])
+            if not options.condition_on_previous_text or result.temperature > 0.5:
+                prompt_reset_since = len(all_tokens)
+            self.report(seek)
+        return {"text": self.tokenizer.decode(all_tokens[len(self.initial_prompt_tokens):]),
+                "segments": all_segments, "language": options.decoding.language}
+
+    def batched(self) -> dict:
+        """Windows of at most 30 s, cut in pauses, decoded `batch_size` at a time, none conditioned on
+        another's text (only on `initial_prompt`). A window that fails the thresholds is retried alone at
+        the next temperatures; audio a window's text stopped short of (over 1 s, not silent) is decoded
+        again in a second round, as the sequential loop would by seeking to the last timestamp."""
+        options, batch_size = self.options, self.options.batch_size or 1
+        prompt = self.initial_prompt_tokens or None
+        pending = [(seek, size) for seek, size in plan_windows(self.mel.audio, self.content_frames)
+                   if not self.silent(seek, size)]
+        segments: list[dict] = []
+        for final_round in (False, True):
+            tails = []
+            for i in range(0, len(pending), batch_size):
+                group = pending[i:i + batch_size]
+                mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for seek, size in group])
+                results = self.model.decode_windows(mels, options.window_options(options.temperature[0], prompt))
+                for (seek, size), segment_mel, result in zip(group, mels, results):
+                    if options.needs_fallback(result) and len(options.temperature) > 1:
+                        result = self.decode_with_fallback(segment_mel, prompt, options.temperature[1:])
+                    found = [] if options.is_no_speech(result) else \
+                        split_segments(result, self.tokenizer, seek, size, self.input_stride, keep_tail=True)[0]
+                    segments += found
+                    covered = round(found[-1]["end"] * FRAMES_PER_SECOND) if found else seek
+                    rest = seek + size - covered
+                    if not final_round and found and rest > FRAMES_PER_SECOND and not self.silent(covered, rest):
+                        tails.append((covered, rest))
+                if not final_round:
+                    self.report(group[-1][0] + group[-1][1])
+            pending = tails
+        segments.sort(key=lambda seg: seg["start"])
+        segments = [{"id": i, **seg} for i, seg in enumerate(segments)]
+        return {"text": "".join(seg["text"] for seg in segments), "segments": segments,
+                "language": options.decoding.language}
+
+    def decode_with_fallback(self, mel: np.ndarray, prompt: list[int] | None,
+                             temperatures: tuple[float, ...] | None = None) -> DecodingResult:
+        """Decode one window [n_mels, 3000] at each temperature in turn until it passes the thresholds."""
         result = None
-        for t in temps:
-            result = model.decode(segment, _options(decode_options, t))
-            if not needs_fallback(result):
+        for t in temperatures or self.options.temperature:
+            result = self.model.decode_windows(mel[None], self.options.window_options(t, prompt))[0]
+            if not self.options.needs_fallback(result):
                 break
+        assert result is not None  # at least one temperature (TranscribeOptions checks)
         return result
 
-    def is_no_speech(result: DecodingResult) -> bool:
-        if no_speech_threshold is None or result.no_speech_prob <= no_speech_threshold:
-            return False
-        return not (logprob_threshold is not None and result.avg_logprob > logprob_threshold)
+    def silent(self, seek: int, size: int) -> bool:
+        threshold = self.options.silence_threshold_db
+        return threshold is not None and loudest_frame_db(self.mel.audio, seek, size) < threshold
 
-    def silent(seek: int, size: int) -> bool:
-        return silence_threshold_db is not None and loudest_frame_db(audio, seek, size) < silence_threshold_db
-
-    initial_prompt_tokens = tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
-    if batch_size is not None:
-        return _transcribe_batched(model, mel, content_frames, batch_size, tokenizer, decode_options,
-                                   temperatures, needs_fallback, decode_with_fallback, is_no_speech, silent,
-                                   initial_prompt_tokens, language, on_progress)
-
-    input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
-    all_tokens: list[int] = list(initial_prompt_tokens)
-    all_segments: list[dict] = []
-    prompt_reset_since = 0
-
-    seek = 0
-    while seek < content_frames:
-        segment_size = min(N_FRAMES, content_frames - seek)
-        if silent(seek, segment_size):
-            seek += segment_size
-            _report(on_progress, seek, content_frames)
-            continue
-        decode_options["prompt"] = all_tokens[prompt_reset_since:]
-        result = decode_with_fallback(pad_or_trim(mel.window(seek, segment_size), N_FRAMES))
-        if is_no_speech(result):
-            seek += segment_size
-            _report(on_progress, seek, content_frames)
-            continue
-        current, advance = split_segments(result, tokenizer, seek, segment_size, input_stride)
-        seek += advance
-        all_segments.extend({"id": i, **s} for i, s in enumerate(current, start=len(all_segments)))
-        all_tokens.extend(t for s in current for t in s["tokens"])
-        if not condition_on_previous_text or result.temperature > 0.5:
-            prompt_reset_since = len(all_tokens)
-        _report(on_progress, seek, content_frames)
-
-    return {"text": tokenizer.decode(all_tokens[len(initial_prompt_tokens):]),
-            "segments": all_segments, "language": language}
+    def report(self, seek: int) -> None:
+        if self.on_progress is not None:
+            total = self.content_frames / FRAMES_PER_SECOND
+            self.on_progress(min(seek, self.content_frames) / FRAMES_PER_SECOND, total)
 
 
-def _options(decode_options: dict, temperature: float) -> DecodingOptions:
-    kwargs = dict(decode_options)
-    if temperature > 0:
-        kwargs.pop("beam_size", None)
-        kwargs.pop("patience", None)
-    else:
-        kwargs.pop("best_of", None)
-    return DecodingOptions(**kwargs, temperature=temperature)
-
-
-def split_segments(result: DecodingResult, tokenizer, seek: int, segment_size: int, input_stride: int,
+def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segment_size: int, input_stride: int,
                    keep_tail: bool = False) -> tuple[list[dict], int]:
     """openai-whisper's segmentation of one window's tokens at consecutive timestamps.
 
@@ -160,9 +269,9 @@ def split_segments(result: DecodingResult, tokenizer, seek: int, segment_size: i
     ts_begin = tokenizer.timestamp_begin
 
     def new_segment(start: float, end: float, toks: np.ndarray) -> dict:
-        toks = toks.tolist()
+        ids = toks.tolist()
         return {"seek": seek, "start": start, "end": end,
-                "text": tokenizer.decode([t for t in toks if t < tokenizer.eot]), "tokens": toks,
+                "text": tokenizer.decode([t for t in ids if t < tokenizer.eot]), "tokens": ids,
                 "temperature": result.temperature, "avg_logprob": result.avg_logprob,
                 "compression_ratio": result.compression_ratio, "no_speech_prob": result.no_speech_prob}
 
@@ -199,43 +308,6 @@ def split_segments(result: DecodingResult, tokenizer, seek: int, segment_size: i
     return segments, advance
 
 
-def _transcribe_batched(model, mel, content_frames, batch_size, tokenizer, decode_options, temperatures,
-                        needs_fallback, decode_with_fallback, is_no_speech, silent, prompt_tokens, language,
-                        on_progress) -> dict:
-    """Windows of at most 30 s, cut in pauses, decoded `batch_size` at a time, none conditioned on
-    another's text (only on `initial_prompt`). A window that fails the thresholds is retried alone at
-    the next temperatures; audio a window's text stopped short of (over 1 s, not silent) is decoded
-    again in a second round, as the sequential loop would by seeking to the last timestamp."""
-    from .decoding import decode
-
-    input_stride = N_FRAMES // model.dims.n_audio_ctx
-    decode_options["prompt"] = prompt_tokens or None
-    pending = [(seek, size) for seek, size in plan_windows(mel.audio, content_frames) if not silent(seek, size)]
-    segments: list[dict] = []
-    for final_round in (False, True):
-        tails = []
-        for i in range(0, len(pending), batch_size):
-            group = pending[i:i + batch_size]
-            mels = np.stack([pad_or_trim(mel.window(seek, size), N_FRAMES) for seek, size in group])
-            results = decode(model, mels, _options(decode_options, temperatures[0]))
-            for (seek, size), segment_mel, result in zip(group, mels, results):
-                if needs_fallback(result) and len(temperatures) > 1:
-                    result = decode_with_fallback(segment_mel, temperatures[1:])
-                found = [] if is_no_speech(result) else \
-                    split_segments(result, tokenizer, seek, size, input_stride, keep_tail=True)[0]
-                segments += found
-                covered = round(found[-1]["end"] * FRAMES_PER_SECOND) if found else seek
-                rest = seek + size - covered
-                if not final_round and found and rest > FRAMES_PER_SECOND and not silent(covered, rest):
-                    tails.append((covered, rest))
-            if not final_round:
-                _report(on_progress, group[-1][0] + group[-1][1], content_frames)
-        pending = tails
-    segments.sort(key=lambda seg: seg["start"])
-    segments = [{"id": i, **seg} for i, seg in enumerate(segments)]
-    return {"text": "".join(seg["text"] for seg in segments), "segments": segments, "language": language}
-
-
 def plan_windows(audio: np.ndarray, content_frames: int, search_frames: int = 500,
                  pause_frames: int = 20) -> list[tuple[int, int]]:
     """Cut the recording into windows of at most 30 s, each ending at the quietest
@@ -257,9 +329,6 @@ def plan_windows(audio: np.ndarray, content_frames: int, search_frames: int = 50
     return windows
 
 
-SILENCE_FRAME = 2 * HOP_LENGTH  # 20 ms: shorter than any spoken syllable
-
-
 def loudest_frame_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
     """RMS level in dBFS of the loudest 20 ms frame of the samples behind mel frames [seek, seek + n_frames)."""
     chunk = audio[seek * HOP_LENGTH: (seek + n_frames) * HOP_LENGTH].astype(np.float64)
@@ -268,8 +337,3 @@ def loudest_frame_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
     chunk = np.pad(chunk, (0, -chunk.size % SILENCE_FRAME))
     peak = float(np.sqrt(np.square(chunk).reshape(-1, SILENCE_FRAME).mean(axis=1).max()))
     return 20 * np.log10(peak) if peak > 0 else -np.inf
-
-
-def _report(on_progress, seek: int, content_frames: int) -> None:
-    if on_progress is not None:
-        on_progress(min(seek, content_frames) / FRAMES_PER_SECOND, content_frames / FRAMES_PER_SECOND)

@@ -380,6 +380,7 @@ def hf_name_to_openai(name: str) -> str | None:
 
 
 def load_hf_safetensors(folder: Path) -> Checkpoint:
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     config = _read_json(folder / "config.json")
@@ -389,7 +390,7 @@ def load_hf_safetensors(folder: Path) -> Checkpoint:
     for f in sorted(folder.glob("*.safetensors")):
         try:
             tensors = load_file(str(f))
-        except Exception as e:  # safetensors raises its own error types
+        except (SafetensorError, OSError) as e:
             raise WhisperError(f"{f}: unreadable safetensors file ({first_line(e)})") from None
         for k, t in tensors.items():
             if (dst := hf_name_to_openai(k)) is not None:

@@ -1,6 +1,5 @@
-"""One interface over five ways to run Whisper, all on the same weights.
+"""The peers, on the same weights as the MAX engine, behind the same interface (`backends.Backend`).
 
-- `max`: the pure MAX engine (encoder and KV-cached decoder graphs) — the product;
 - `hybrid`: the MAX encoder graph inside openai-whisper's PyTorch decoder and decoding loop
   (the reference encoder is never built or run);
 - `reference`: openai-whisper on PyTorch, CPU or CUDA (extra `reference`);
@@ -8,37 +7,19 @@
 - `transformers`: Hugging Face transformers' chunked pipeline, every 30 s chunk of a file in one
   batch (fp16 on CUDA), the usual batched GPU peer (extra `peers`).
 
-Each `load_model(..., backend=...)` returns an object with `transcribe(audio, **options)` giving
-openai-whisper's result dict, and `max_graph_seconds()`, the time spent inside MAX graphs so far.
+Imported only when one of them is asked for: the product does not need torch, openai-whisper,
+CTranslate2 or transformers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .errors import WhisperError
-from .weights import Checkpoint, ct2_folder, load_checkpoint
-
-BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers")
-
-
-def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "float32",
-               compiled: list[str] | None = None):
-    """Load `name` (tiny.en, base, or a path) for `device` (cpu or gpu) on `backend`; the max backend
-    takes graphs compiled ahead of time from the `compiled` directories."""
-    if backend == "max":
-        from .engine import WhisperModel
-
-        return WhisperModel(load_checkpoint(name), device=device, dtype=dtype, compiled=compiled)
-    if backend in ("reference", "hybrid"):
-        return (HybridModel if backend == "hybrid" else ReferenceModel)(load_checkpoint(name), device)
-    if backend == "faster-whisper":
-        return FasterWhisperModel(name, device)
-    if backend == "transformers":
-        return TransformersModel(load_checkpoint(name), device)
-    raise WhisperError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
+from ..errors import WhisperError
+from ..weights import Checkpoint, ct2_folder
 
 
 def _import_reference():
@@ -106,28 +87,28 @@ class HybridModel(ReferenceModel):
     backend = "hybrid"
 
     def _load_weights(self, model, torch, ckpt: Checkpoint) -> None:
-        from .model import WhisperGraphs
+        from ..runtime import Encoder, GraphSession
 
-        self.graphs = WhisperGraphs(ckpt, device=self.device, graphs=("encoder",))
-        model.encoder = MaxEncoder(self.graphs, torch)  # drops the PyTorch encoder before any use
+        self.session = GraphSession(ckpt, device=self.device)
+        self.encoder = Encoder(self.session)
+        model.encoder = MaxEncoder(self.encoder, torch)  # drops the PyTorch encoder before any use
         prefix = "decoder."
         model.decoder.load_state_dict(
             {k[len(prefix):]: torch.from_numpy(np.asarray(v, np.float32)) for k, v in ckpt.state.items()
              if k.startswith(prefix)}, strict=True)
 
     def max_graph_seconds(self) -> float:
-        return sum(self.graphs.timings.execute.values())
+        return sum(self.session.timings.execute.values())
 
 
-def MaxEncoder(graphs, torch):  # noqa: N802  (builds a torch Module; torch is imported lazily)
-    class MaxEncoder(torch.nn.Module):
-        """Stands where openai-whisper's AudioEncoder stood; runs the MAX encoder graph."""
+def MaxEncoder(encoder, torch):  # noqa: N802  (builds a torch Module; torch is imported lazily)
+    """A torch Module that stands where openai-whisper's AudioEncoder stood and runs the MAX encoder graph."""
 
-        def forward(self, mel):
-            features = graphs.encode(mel.detach().float().cpu().numpy())
-            return torch.from_numpy(graphs.to_host(features)).to(device=mel.device, dtype=mel.dtype)
+    def forward(self, mel):
+        features = encoder.encode(mel.detach().float().cpu().numpy())
+        return torch.from_numpy(encoder.session.to_host(features)).to(device=mel.device, dtype=mel.dtype)
 
-    return MaxEncoder()
+    return type("MaxEncoder", (torch.nn.Module,), {"forward": forward})()
 
 
 class FasterWhisperModel:
@@ -180,8 +161,8 @@ class TransformersModel:
         except ImportError:
             raise WhisperError("the transformers backend needs torch and transformers: "
                                "pip install torch 'max-whisper[peers]'") from None
-        from .tokenizer import get_tokenizer
-        from .weights import hf_name_to_openai
+        from ..tokenizer import get_tokenizer
+        from ..weights import hf_name_to_openai
 
         if ckpt.tokenizer_file is None:
             raise WhisperError(f"{ckpt.source}: the transformers backend needs tokenizer.json")
@@ -229,11 +210,11 @@ class TransformersModel:
         return config
 
     def transcribe(self, audio, **options) -> dict:
-        from .audio import SAMPLE_RATE, load_audio
+        from ..audio import SAMPLE_RATE, load_audio
 
         samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32)
         n_chunks = max(1, int(np.ceil(len(samples) / SAMPLE_RATE / 20)))  # 30 s chunks advance 20 s
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.dims.is_multilingual:
             kwargs.update(language=options.get("language"), task=options.get("task", "transcribe"))
         out = self.pipe({"raw": samples, "sampling_rate": SAMPLE_RATE}, batch_size=n_chunks,

@@ -1,6 +1,6 @@
 """Load test of `max-whisper serve`: N requests from C concurrent `openai` clients, per --max-batch.
 
-    python benchmarks/server_load.py --requests 64 --clients 16 --max-batch 1,16 --output benchmarks/server
+    python -m benchmarks.suite.server_load --requests 64 --clients 16 --max-batch 1,16 --output OUT
 
 For each --max-batch value a fresh `max-whisper serve` process is started on a loopback port (its
 graphs from the disk cache), warmed up with one request per clip, then loaded: every client sends its
@@ -13,7 +13,6 @@ per second, and the server's mean windows per engine batch. Writes server_load.j
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import socket
 import statistics
@@ -27,8 +26,10 @@ import httpx
 import numpy as np
 import openai
 
-import max_whisper as mw
-from max_whisper.bench import _machine
+from benchmarks.common import (add_model_args, add_output_arg, add_speech_arg, command, load, machine, parser,
+                               references, write_json)
+from max_whisper import load_audio
+from max_whisper.audio import SAMPLE_RATE
 
 
 def free_port() -> int:
@@ -37,10 +38,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, max_batch: int) -> tuple[subprocess.Popen, str, float]:
+def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     cmd = [sys.executable, "-m", "max_whisper.cli", "serve", "--port", str(port), "--model", args.model,
            "--device", args.device, "--max-batch", str(max_batch), "--max-queue", str(max(64, args.clients))]
+    cmd += [a for folder in args.compiled or [] for a in ("--compiled", folder)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -54,7 +56,8 @@ def start_server(args, max_batch: int) -> tuple[subprocess.Popen, str, float]:
             time.sleep(0.2)
 
 
-def run_load(url: str, args, clips: list[Path], expected: dict[str, str], durations: dict[str, float]) -> dict:
+def run_load(url: str, args: argparse.Namespace, clips: list[Path], expected: dict[str, str],
+             durations: dict[str, float]) -> dict:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=600)
 
     def request(clip: Path) -> tuple[float, bool, str | None]:
@@ -89,29 +92,26 @@ def run_load(url: str, args, clips: list[Path], expected: dict[str, str], durati
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="tiny.en")
-    p.add_argument("--device", default="cpu")
+    p = parser(__doc__)
+    add_model_args(p)
+    add_speech_arg(p)
+    add_output_arg(p, Path("server-load"))
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--max-batch", default="1,16", help="comma-separated server --max-batch values")
-    p.add_argument("--speech", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "speech")
-    p.add_argument("--output", type=Path, default=Path("server-load"))
     args = p.parse_args()
-    with open(args.speech / "refs.tsv", newline="") as f:
-        clips = sorted(args.speech / r["file"] for r in csv.DictReader(f, delimiter="\t") if r["file"] != "lecture.flac")
+    clips = sorted(args.speech / name for name in references(args.speech) if name != "lecture.flac")
 
-    model = mw.load_model(args.model, device=args.device)  # the CLI's transcript of every clip
+    model = load(args)  # the CLI's transcript of every clip
     expected, durations = {}, {}
     for clip in clips:
-        audio = mw.load_audio(clip)
+        audio = load_audio(clip)
         expected[clip.name] = model.transcribe(audio)["text"].strip()
-        durations[clip.name] = len(audio) / 16000
+        durations[clip.name] = len(audio) / SAMPLE_RATE
     del model
 
-    report = {"machine": _machine(), "model": args.model, "device": args.device, "clips": [c.name for c in clips],
-              "requests": args.requests, "clients": args.clients,
-              "command": "python benchmarks/server_load.py " + " ".join(sys.argv[1:]), "runs": {}}
+    report = {"machine": machine(), "model": args.model, "device": args.device, "clips": [c.name for c in clips],
+              "requests": args.requests, "clients": args.clients, "command": command(), "runs": {}}
     for max_batch in [int(b) for b in args.max_batch.split(",")]:
         proc, url, startup = start_server(args, max_batch)
         try:
@@ -123,8 +123,7 @@ def main() -> None:
         report["runs"][f"max_batch={max_batch}"] = run
         print(json.dumps({f"max_batch={max_batch}": run}), flush=True)
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "server_load.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output / "server_load.json", report)
     lines = [f"`{report['command']}`: {args.requests} requests from {args.clients} concurrent openai clients, "
              f"{args.model} on {args.device}, clips: the {len(clips)} short clips of the shared speech.", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in report["machine"].items()) + ".", "",

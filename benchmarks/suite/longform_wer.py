@@ -1,8 +1,8 @@
 """Long-form word error rate of the max backend's sequential loop against its throughput mode
-(`--batch-size`), on synthetic speech made here from the texts in texts/ (written for this test; none
-of the shared recordings). Needs espeak-ng (`apt-get install espeak-ng`).
+(`--batch-size`), on synthetic speech made here from the texts in longform_texts/ (written for this test;
+none of the shared recordings). Needs espeak-ng (`apt-get install espeak-ng`).
 
-    python benchmarks/longform/run.py [--batch-size 8] [--device cpu] [--output benchmarks/longform]
+    python -m benchmarks.suite.longform_wer [--batch-size 8] [--device cpu] [--output benchmarks/results/longform]
 
 Each text is spoken by one espeak-ng voice at one speed (VOICES), 16 kHz WAV in a temporary folder.
 Writes results.json and results.md to --output.
@@ -10,16 +10,16 @@ Writes results.json and results.md to --output.
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import tempfile
 from pathlib import Path
 
-import max_whisper as mw
-from max_whisper.bench import _machine, word_error_rate
+from benchmarks.common import RESULTS, add_model_args, add_output_arg, command, load, machine, parser, write_json
+from max_whisper import load_audio
+from max_whisper.audio import SAMPLE_RATE
+from max_whisper.bench import word_error_rate
 
-HERE = Path(__file__).parent
+TEXTS = Path(__file__).parent / "longform_texts"
 VOICES = {"garden": ("en-us", 160), "railway": ("en-gb", 150), "kitchen": ("en-us", 175), "comet": ("en-gb-x-rp", 165)}
 
 
@@ -30,20 +30,20 @@ def synthesize(text_file: Path, voice: str, speed: int, out: Path) -> Path:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="tiny.en")
-    p.add_argument("--device", default="cpu")
+    p = parser(__doc__)
+    add_model_args(p)
+    add_output_arg(p, RESULTS / "longform")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--output", type=Path, default=HERE)
     args = p.parse_args()
-    model = mw.load_model(args.model, device=args.device)
+    model = load(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (voice, speed) in VOICES.items():
-            text_file = HERE / "texts" / f"{name}.txt"
+            text_file = TEXTS / f"{name}.txt"
             reference = text_file.read_text().strip()
-            audio = mw.load_audio(synthesize(text_file, voice, speed, Path(tmp)))
-            row = {"text": name, "voice": voice, "words_per_minute": speed, "seconds": round(audio.size / 16000, 1)}
+            audio = load_audio(synthesize(text_file, voice, speed, Path(tmp)))
+            row = {"text": name, "voice": voice, "words_per_minute": speed,
+                   "seconds": round(audio.size / SAMPLE_RATE, 1)}
             for mode, batch_size in (("sequential", None), ("batched", args.batch_size)):
                 hypothesis = model.transcribe(audio, temperature=0.0, batch_size=batch_size)["text"]
                 row[f"{mode}_wer"] = round(word_error_rate([reference], [hypothesis])[0], 2)
@@ -51,20 +51,20 @@ def main() -> None:
             rows.append(row)
             print(f"{name}: {row['seconds']} s, WER sequential {row['sequential_wer']} %, "
                   f"batched {row['batched_wer']} %", flush=True)
-    n_words = {r["text"]: len((HERE / "texts" / f"{r['text']}.txt").read_text().split()) for r in rows}
+    n_words = {r["text"]: len((TEXTS / f"{r['text']}.txt").read_text().split()) for r in rows}
     total = sum(n_words.values())
     pooled = {mode: round(sum(r[f"{mode}_wer"] * n_words[r["text"]] for r in rows) / total, 2)
               for mode in ("sequential", "batched")}
-    report = {"model": args.model, "device": args.device, "batch_size": args.batch_size, "machine": _machine(),
+    report = {"model": args.model, "device": args.device, "batch_size": args.batch_size, "machine": machine(),
               "settings": "greedy, temperature 0 (no fallback), openai-whisper EnglishTextNormalizer",
               "word_weighted_wer": pooled, "rows": rows}
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    machine = ", ".join(f"{k} {v}" for k, v in report["machine"].items())
-    lines = [f"model {args.model}, device {args.device}, greedy, temperature 0; throughput mode --batch-size {args.batch_size}; "
-             "audio: texts/*.txt spoken by espeak-ng (voice and words per minute below)", "", f"Machine: {machine}.",
-             "", f"Command: `python benchmarks/longform/run.py --batch-size {args.batch_size} --device {args.device}`", "",
-             "| text | voice | wpm | seconds | WER sequential % | WER batched % |", "| --- | --- | --- | --- | --- | --- |"]
+    write_json(args.output / "results.json", report)
+    machine_line = ", ".join(f"{k} {v}" for k, v in report["machine"].items())
+    lines = [f"model {args.model}, device {args.device}, greedy, temperature 0; throughput mode --batch-size "
+             f"{args.batch_size}; audio: benchmarks/suite/longform_texts/*.txt spoken by espeak-ng (voice and words "
+             "per minute below)", "", f"Machine: {machine_line}.", "", f"Command: `{command()}`", "",
+             "| text | voice | wpm | seconds | WER sequential % | WER batched % |",
+             "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['text']} | {r['voice']} | {r['words_per_minute']} | {r['seconds']} | {r['sequential_wer']} | "
               f"{r['batched_wer']} |" for r in rows]
     lines += [f"| all ({total} words) | | | | {pooled['sequential']} | {pooled['batched']} |"]

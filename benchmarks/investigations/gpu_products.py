@@ -1,15 +1,13 @@
 """GPU kernel time of a decoder step's linear products as micro graphs: the vocabulary's and the
 linear layers' x @ W^T (the engine's form) against (W @ x^T)^T and the broadcast-sum row form
-(`model.row_product`), for batch 1 and 16. Kernel times from CUPTI through torch.profiler.
+(`graph.layers.row_product`), for batch 1 and 16. Kernel times from CUPTI through torch.profiler.
 
-    python benchmarks/gpu_products.py [--shapes 51864x384,384x384]
+    python -m benchmarks.investigations.gpu_products [--shapes 51864x384,384x384]
 
 Each micro graph compiles on the GPU (about 40 s each on the H100).
 """
 
 from __future__ import annotations
-
-import argparse
 
 import numpy as np
 import torch
@@ -19,7 +17,10 @@ from max.engine import InferenceSession
 from max.graph import DeviceRef, Graph, TensorType, ops
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.common import parser
+
 CALLS = 50
+FORMS = {"x@Wt": "xmWt", "(W@xt)t": "Wmxtt", "row": "row"}  # each product form and its graph's name
 
 
 def products(x, w, form):
@@ -50,7 +51,7 @@ def kernel_us(session, graph, inputs) -> tuple[float, float]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = parser(__doc__)
     p.add_argument("--shapes", default="51864x384,384x384", help="out x in of the weight matrices")
     args = p.parse_args()
     torch.cuda.init()
@@ -62,12 +63,14 @@ def main() -> None:
         w = driver.Buffer.from_numpy(rng.standard_normal((out_dim, in_dim), np.float32)).to(dev)
         for batch in (1, 16):
             x = driver.Buffer.from_numpy(rng.standard_normal((batch, in_dim), np.float32)).to(dev)
-            for form in ("x@Wt", "(W@xt)t", "row"):
-                types = [TensorType(DType.float32, [batch, in_dim], gpu), TensorType(DType.float32, [out_dim, in_dim], gpu)]
-                with Graph(f"p_{out_dim}_{in_dim}_{batch}_{form.replace('@', 'm').replace('(', '').replace(')', '')}", input_types=types) as g:
+            for form in FORMS:
+                types = [TensorType(DType.float32, [batch, in_dim], gpu),
+                         TensorType(DType.float32, [out_dim, in_dim], gpu)]
+                with Graph(f"p_{out_dim}_{in_dim}_{batch}_{FORMS[form]}", input_types=types) as g:
                     g.output(products(g.inputs[0].tensor, g.inputs[1].tensor, form))
                 us, n = kernel_us(session, g, [x, w])
-                print(f"linear out {out_dim:5d} in {in_dim:4d} batch {batch:2d} {form:8s} {us:8.1f} us {n:.0f} kernels", flush=True)
+                print(f"linear out {out_dim:5d} in {in_dim:4d} batch {batch:2d} {form:8s} {us:8.1f} us {n:.0f} kernels",
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,19 @@ the sum over a non-inner axis (the step graph before), over the inner axis of tr
 a batched matmul. Kernel time per call from CUPTI through torch.profiler, batch 1 and 16. Compile on a
 machine without a GPU, run where the GPU is:
 
-    python benchmarks/value_sum_forms.py export DIR   # compiles for sm_90, no GPU needed
-    python benchmarks/value_sum_forms.py run DIR      # on the H100
+    python -m benchmarks.investigations.value_sum_forms --export DIR   # compiles for sm_90, no GPU needed
+    python -m benchmarks.investigations.value_sum_forms --run DIR      # on the H100
 """
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 from max import driver
 from max.dtype import DType
+from max.engine import InferenceSession, MefStore
 from max.graph import DeviceRef, Graph, TensorType, ops
+
+from benchmarks.common import parser
 
 LAYERS, HEADS, KEYS, D_HEAD = 4, 6, 1500, 64
 FORMS = ("axis2", "vT", "matmul")
@@ -43,8 +44,6 @@ def export(folder: str) -> None:
     driver.set_virtual_device_api("cuda")
     driver.set_virtual_device_target_arch("sm_90")
     driver.set_virtual_device_count(1)
-    from max.engine import InferenceSession
-
     session = InferenceSession(devices=[driver.Accelerator()], export_mefs=folder)
     for form in FORMS:
         for batch in (1, 16):
@@ -53,10 +52,9 @@ def export(folder: str) -> None:
 
 
 def run(folder: str) -> None:
-    import torch
-    from max.engine import InferenceSession, MefStore
+    import torch  # only where the GPU is: the export runs without it
 
-    from gpu_products import CALLS, kernel_events
+    from benchmarks.investigations.gpu_products import CALLS, kernel_events
 
     torch.cuda.init()
     dev = driver.Accelerator()
@@ -82,5 +80,17 @@ def run(folder: str) -> None:
                 print(f"      {e.device_time_total / CALLS:7.1f} us {e.count / CALLS:.0f}x {e.key[:60]}")
 
 
+def main() -> None:
+    p = parser(__doc__)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--export", metavar="DIR", help="compile the graphs for sm_90 into DIR (no GPU needed)")
+    mode.add_argument("--run", metavar="DIR", help="time the graphs compiled into DIR (on the GPU)")
+    args = p.parse_args()
+    if args.export:
+        export(args.export)
+    else:
+        run(args.run)
+
+
 if __name__ == "__main__":
-    {"export": export, "run": run}[sys.argv[1]](sys.argv[2])
+    main()

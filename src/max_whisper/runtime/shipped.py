@@ -19,7 +19,7 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-SHIPPED = Path(__file__).parent / "assets" / "compiled"
+SHIPPED = Path(__file__).parent.parent / "assets" / "compiled"
 
 # x86-64 micro-architecture levels, best first, and the CPU flags (as Linux names them) each needs.
 _V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
@@ -64,8 +64,10 @@ def cache_root() -> Path:
 
 def shipped_folder(target: str | None) -> Path | None:
     """The unpacked folder of graphs shipped for `target`, unpacking it on first use; None if none ships."""
-    source = SHIPPED / f"{target}-max-{version('max')}" if target else None
-    if source is None or not (source / "manifest.json").is_file():
+    if target is None:
+        return None
+    source = SHIPPED / f"{target}-max-{version('max')}"
+    if not (source / "manifest.json").is_file():
         return None
     dest = cache_root() / target
     manifest = (source / "manifest.json").read_text()

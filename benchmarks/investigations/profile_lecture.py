@@ -1,6 +1,6 @@
 """Where one transcription's time goes: seconds per MAX graph and the host functions that took the most.
 
-    python benchmarks/profile_lecture.py tests/speech/lecture.flac --device gpu [--batch-size 16]
+    python -m benchmarks.investigations.profile_lecture --audio tests/speech/lecture.flac --device gpu [--batch-size 16]
 
 One warm-up transcription, then one under cProfile (which slows the Python parts somewhat); the graph
 times are the engine's own (each call timed to completion). Prints JSON.
@@ -8,29 +8,28 @@ times are the engine's own (each call timed to completion). Prints JSON.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import json
 import pstats
 import time
+from pathlib import Path
 
-import max_whisper as mw
-from max_whisper.bench import _machine
+from benchmarks.common import SPEECH, add_model_args, load, machine, parser
+from max_whisper import load_audio
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("audio")
-    p.add_argument("--model", default="tiny.en")
-    p.add_argument("--device", default="cpu")
+    p = parser(__doc__)
+    add_model_args(p)
+    p.add_argument("--audio", type=Path, default=SPEECH / "lecture.flac", help="default: the repository's lecture.flac")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--top", type=int, default=20, help="host functions to list")
     args = p.parse_args()
-    model = mw.load_model(args.model, device=args.device)
-    audio = mw.load_audio(args.audio)
+    model = load(args)
+    audio = load_audio(args.audio)
     model.transcribe(audio, temperature=0.0, batch_size=args.batch_size)
-    timings = model.graphs.timings
+    timings = model.session.timings
     timings.execute.clear()
     timings.calls.clear()
     profile = cProfile.Profile()
@@ -41,7 +40,7 @@ def main() -> None:
     wall = time.perf_counter() - start
     text = io.StringIO()
     pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
-    print(json.dumps({"machine": _machine(), "audio": args.audio, "model": args.model,
+    print(json.dumps({"machine": machine(), "audio": str(args.audio), "model": args.model,
                       "batch_size": args.batch_size, "wall_s": wall,
                       "graphs_s": {k: round(v, 4) for k, v in timings.execute.items()},
                       "graph_calls": dict(timings.calls), "host_top": text.getvalue().splitlines()}, indent=1))

@@ -1,0 +1,1 @@
+"""One-off investigations behind the journal (docs/benchmarks-journal.md), kept runnable."""

@@ -1,0 +1,25 @@
+"""The encoder on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+from max import driver
+from max.dtype import DType
+
+from .device import cast
+from .session import GraphSession
+
+
+class Encoder:
+    """Log-mel windows in, audio features out, left on the device for the decoder."""
+
+    def __init__(self, session: GraphSession):
+        self.session = session
+        self.model = session.load("encoder")
+
+    def encode(self, mel: np.ndarray) -> driver.Buffer:
+        """mel [batch, n_mels, 3000] float32 -> audio features [batch, n_audio_ctx, d] on the device."""
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        if self.session.dtype != DType.float32:
+            mel = cast(mel, self.session.dtype)
+        return self.session.run("encoder", self.model, self.session.to_device(mel))[0]
