@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import add_output_arg, add_speech_arg, parser, write_json
+from benchmarks.common import add_output_arg, add_speech_arg, command, machine, parser, write_json
 
 
 def bench(src: Path, args, audio: list[Path], out: Path, extra: list[str]) -> dict:
@@ -53,7 +53,8 @@ def main() -> None:
                 many = bench(src, args, [lecture] * args.files_at_once, args.output / f"{round_}-{name}-files",
                              ["--files-at-once", str(args.files_at_once)])
             results[name].append({"lecture": one, "files": many})
-    write_json(args.output / "versions_ab.json", {"a": str(args.a), "b": str(args.b), **results})
+    write_json(args.output / "versions_ab.json", {"machine": machine(), "command": command(), "a_src": str(args.a),
+                                                  "b_src": str(args.b), **results})
     print("| round | version | lecture median s | N files one by one s | N files at once s | texts = version a's |")
     print("| --- | --- | --- | --- | --- | --- |")
     nan = {"median_s": float("nan"), "texts": None}
