@@ -35,7 +35,7 @@ def parser(description: str | None) -> argparse.ArgumentParser:
 
 def add_model_args(p: argparse.ArgumentParser, devices: Sequence[str] = DEVICES) -> None:
     """--model, --device (the first of `devices` by default) and --compiled, as `load` takes them."""
-    p.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
+    p.add_argument("--model", default="tiny.en", help="a model name (default tiny.en) or a model folder / .pt file")
     p.add_argument("--device", default=devices[0], choices=devices, help=f"default {devices[0]}")
     p.add_argument("--compiled", action="append", default=None, metavar="DIR",
                    help="folders from `max-whisper compile` (repeatable): no compile here")

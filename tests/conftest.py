@@ -83,6 +83,11 @@ def reference_model(ckpt):
     model = Whisper(ModelDimensions(**ckpt.dims.asdict()))
     model.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in ckpt.state.items()},
                           strict=True)
+    if ckpt.alignment_heads:  # as openai-whisper's load_model sets them for its models
+        mask = torch.zeros(ckpt.dims.n_text_layer, ckpt.dims.n_text_head, dtype=torch.bool)
+        for layer, head in ckpt.alignment_heads:
+            mask[layer, head] = True
+        model.register_buffer("alignment_heads", mask.to_sparse(), persistent=False)
     return model.eval()
 
 
@@ -94,3 +99,95 @@ def tiny_ref(tiny):
 @pytest.fixture(scope="session")
 def base_ref(base):
     return reference_model(base.checkpoint)
+
+
+# --- checkpoints of every architecture, written in every format the engine reads ---
+
+def write_hf_folder(ckpt, folder: Path) -> Path:
+    """A Hugging Face `openai/whisper-*` folder of `ckpt` (safetensors, config, tokenizer), written by
+    transformers, with the checkpoint's alignment heads in generation_config.json."""
+    import json
+
+    import torch
+    import transformers
+
+    from max_whisper.weights import hf_name_to_openai
+
+    d = ckpt.dims
+    config = transformers.WhisperConfig(
+        vocab_size=d.n_vocab, num_mel_bins=d.n_mels, d_model=d.n_audio_state, encoder_layers=d.n_audio_layer,
+        encoder_attention_heads=d.n_audio_head, decoder_layers=d.n_text_layer, decoder_attention_heads=d.n_text_head,
+        encoder_ffn_dim=4 * d.n_audio_state, decoder_ffn_dim=4 * d.n_text_state,
+        max_source_positions=d.n_audio_ctx, max_target_positions=d.n_text_ctx)
+    model = transformers.WhisperForConditionalGeneration(config)
+    model.load_state_dict({name: torch.from_numpy(np.asarray(ckpt.state[source], np.float32))
+                           for name in model.state_dict() if (source := hf_name_to_openai(name))}, strict=False)
+    model.save_pretrained(str(folder))
+    transformers.WhisperTokenizerFast(tokenizer_file=str(ckpt.tokenizer_file),
+                                      pad_token="<|endoftext|>").save_pretrained(str(folder))
+    if ckpt.alignment_heads:
+        generation = json.loads((folder / "generation_config.json").read_text())
+        generation["alignment_heads"] = [list(h) for h in ckpt.alignment_heads]
+        (folder / "generation_config.json").write_text(json.dumps(generation))
+    return folder
+
+
+def v3_tokenizer(base_tokenizer: Path, out: Path) -> Path:
+    """large-v3's tokenizer.json (vocabulary 51866) from base's (51865): <|yue|> after the 99 languages,
+    the later special tokens one further on, <|nospeech|> as v3 names it. Written here because no v3
+    tokenizer is installable offline; tests compare it with openai-whisper's own v3 tokenizer."""
+    import json
+
+    spec = json.loads(base_tokenizer.read_text())
+    added = [t for t in spec["added_tokens"] if t["id"] <= 50357]  # end of text .. <|su|>
+    later = ["<|yue|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+             "<|notimestamps|>"]
+    added += [{**added[-1], "id": 50358 + i, "content": content} for i, content in enumerate(later)]
+    spec["added_tokens"] = added
+    spec["post_processor"]["special_tokens"]["<|notimestamps|>"]["ids"] = [50364]
+    out.write_text(json.dumps(spec))
+    return out
+
+
+def random_checkpoint(dims, tokenizer: Path, seed: int = 0):
+    """A checkpoint of `dims` with random weights (normal, std 0.02; layer norms near 1; the encoder's
+    sinusoidal positions as openai-whisper makes them), named as openai-whisper names them."""
+    from whisper.model import sinusoids
+
+    from max_whisper.weights import Checkpoint, expected_state_names
+
+    rng = np.random.default_rng(seed)
+    shapes = _state_shapes(dims)
+    state = {}
+    for name in sorted(expected_state_names(dims)):
+        shape = shapes(name)
+        value = rng.normal(0.0, 0.02, shape).astype(np.float32)
+        if name.endswith(("ln.weight", "ln_post.weight", "attn_ln.weight", "mlp_ln.weight")):
+            value += 1.0
+        state[name] = value
+    state["encoder.positional_embedding"] = sinusoids(dims.n_audio_ctx, dims.n_audio_state).numpy()
+    return Checkpoint(dims, state, tokenizer, f"random {seed}")
+
+
+def _state_shapes(dims):
+    """The shape of each of openai-whisper's parameters for `dims`."""
+    def shape(name: str) -> tuple[int, ...]:
+        d = dims.n_audio_state if name.startswith("encoder.") else dims.n_text_state
+        if name.startswith("encoder.conv"):
+            in_channels = dims.n_mels if name.startswith("encoder.conv1") else d
+            return (d, in_channels, 3) if name.endswith("weight") else (d,)
+        if name == "encoder.positional_embedding":
+            return (dims.n_audio_ctx, d)
+        if name == "decoder.positional_embedding":
+            return (dims.n_text_ctx, d)
+        if name == "decoder.token_embedding.weight":
+            return (dims.n_vocab, d)
+        if ".mlp.0." in name:
+            return (4 * d, d) if name.endswith("weight") else (4 * d,)
+        if ".mlp.2." in name:
+            return (d, 4 * d) if name.endswith("weight") else (d,)
+        if name.endswith("weight") and ("attn." in name and "_ln" not in name):
+            return (d, d)
+        return (d,)  # biases and layer norms
+
+    return shape

@@ -99,6 +99,20 @@ def test_verbose_json(client, speech, tiny):
         [(s["start"], s["end"], s["text"], s["tokens"]) for s in expected["segments"]]
 
 
+@pytest.mark.parametrize("granularities", [["word"], ["word", "segment"]])
+def test_verbose_json_words(client, speech, tiny, granularities):
+    """timestamp_granularities[]=word through the official client: OpenAI's `words`, our word timings."""
+    result = transcribe(client, speech, "jfk.wav", response_format="verbose_json",
+                        timestamp_granularities=granularities)
+    expected = tiny.transcribe(str(speech / "jfk.wav"), word_timestamps=True)
+    words = [w for s in expected["segments"] for w in s["words"]]
+    assert [(w.word, w.start, w.end) for w in result.words] == [(w["word"].strip(), w["start"], w["end"]) for w in words]
+    assert len(result.words) == 22
+    assert (result.segments is not None) == ("segment" in granularities)
+    if result.segments is not None:
+        assert [(s.start, s.end) for s in result.segments] == [(s["start"], s["end"]) for s in expected["segments"]]
+
+
 def test_srt_and_vtt(client, speech):
     subtitles = list(srt.parse(transcribe(client, speech, "jfk.wav", response_format="srt")))
     cues = webvtt.from_string(transcribe(client, speech, "jfk.wav", response_format="vtt"))
@@ -191,7 +205,8 @@ def test_wrong_path_and_method(url):
     ({"model": "tiny.en", "response_format": "xml", "file": True}, "response_format 'xml'"),
     ({"model": "tiny.en", "temperature": "hot", "file": True}, "temperature must be a number"),
     ({"model": "tiny.en", "language": "klingon", "file": True}, "klingon"),
-    ({"model": "tiny.en", "timestamp_granularities[]": "word", "file": True}, "only segment timestamps"),
+    ({"model": "tiny.en", "timestamp_granularities[]": "char", "file": True}, "must be segment and/or word"),
+    ({"model": "tiny.en", "timestamp_granularities[]": "word", "file": True}, "need response_format verbose_json"),
     ({"file": True}, "missing the 'model' field"),
 ])
 def test_bad_fields_are_400(url, speech, fields, message):

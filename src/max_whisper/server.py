@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .audio import SAMPLE_RATE, decode_audio
 from .batching import BatchedModel, WindowBatcher, one_blas_thread
 from .errors import WhisperError, first_line
-from .outputs import WRITERS
+from .outputs import WRITERS, SubtitleOptions
 from .engine import WhisperModel
 from .tokenizer import LANGUAGES
 from .transcribe import SILENCE_THRESHOLD_DB, TranscribeOptions, transcribe_with
@@ -132,12 +132,16 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
         if response_format not in RESPONSE_FORMATS:
             raise ApiError(400, f"response_format '{response_format}' is not one of {', '.join(RESPONSE_FORMATS)}",
                            "response_format")
-        granularities = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
-        if set(granularities) - {"segment"}:
-            raise ApiError(400, "only segment timestamps are supported", "timestamp_granularities[]")
+        granularities = set(form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
+        if granularities - {"segment", "word"}:
+            raise ApiError(400, f"timestamp_granularities must be segment and/or word, got {sorted(granularities)}",
+                           "timestamp_granularities[]")
+        if granularities and response_format != "verbose_json":
+            raise ApiError(400, "timestamp_granularities need response_format verbose_json", "timestamp_granularities[]")
         kwargs = {"task": task, "initial_prompt": form.get("prompt") or None,
                   "temperature": _temperature(form.get("temperature")),
-                  "language": form.get("language") if task == "transcribe" else None}
+                  "language": form.get("language") if task == "transcribe" else None,
+                  "word_timestamps": "word" in granularities or None}
         try:
             transcribe_options = TranscribeOptions.from_kwargs(
                 silence_threshold_db=options.silence_threshold_db, **{k: v for k, v in kwargs.items() if v is not None})
@@ -163,7 +167,7 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
             raise ApiError(400, str(e), "file") from None
         finally:
             admitted["n"] -= 1
-        return _respond(result, response_format, task, duration)
+        return _respond(result, response_format, task, duration, granularities or {"segment"})
 
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(request: Request):
@@ -243,7 +247,7 @@ def _transcribe_upload(engine: BatchedModel, batcher: WindowBatcher, data: bytes
         return transcribe_with(engine, audio, options), len(audio) / SAMPLE_RATE
 
 
-def _respond(result: dict, response_format: str, task: str, duration: float):
+def _respond(result: dict, response_format: str, task: str, duration: float, granularities: set[str]):
     from fastapi.responses import JSONResponse, PlainTextResponse
 
     text = result["text"].strip()
@@ -253,15 +257,19 @@ def _respond(result: dict, response_format: str, task: str, duration: float):
         return PlainTextResponse(text + "\n")
     if response_format in ("srt", "vtt"):
         out = io.StringIO()
-        WRITERS[response_format](result, out)
+        WRITERS[response_format](result, out, SubtitleOptions())
         return PlainTextResponse(out.getvalue(), media_type="text/vtt" if response_format == "vtt" else "text/plain")
-    segments = [{"id": s["id"], "seek": s["seek"], "start": s["start"], "end": s["end"], "text": s["text"],
-                 "tokens": s["tokens"], "temperature": s["temperature"], "avg_logprob": s["avg_logprob"],
-                 "compression_ratio": s["compression_ratio"], "no_speech_prob": s["no_speech_prob"]}
-                for s in result["segments"]]
-    return JSONResponse({"task": "translate" if task == "translate" else "transcribe",
-                         "language": LANGUAGES.get(result["language"], result["language"]),
-                         "duration": duration, "text": text, "segments": segments})
+    body = {"task": "translate" if task == "translate" else "transcribe",
+            "language": LANGUAGES.get(result["language"], result["language"]), "duration": duration, "text": text}
+    if "segment" in granularities:
+        body["segments"] = [{"id": s["id"], "seek": s["seek"], "start": s["start"], "end": s["end"], "text": s["text"],
+                             "tokens": s["tokens"], "temperature": s["temperature"], "avg_logprob": s["avg_logprob"],
+                             "compression_ratio": s["compression_ratio"], "no_speech_prob": s["no_speech_prob"]}
+                            for s in result["segments"]]
+    if "word" in granularities:  # OpenAI's words: the word without its leading space, start and end
+        body["words"] = [{"word": w["word"].strip(), "start": w["start"], "end": w["end"]}
+                         for s in result["segments"] for w in s.get("words", [])]
+    return JSONResponse(body)
 
 
 def serve(model, options: ServerOptions, host: str, port: int) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence, cast
 
 import numpy as np
 
+from .alignment import (APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, WordOptions, add_word_timestamps,
+                        find_alignment)
 from .audio import N_SAMPLES, SAMPLE_RATE, load_audio, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult
 from .errors import WhisperError
@@ -38,7 +40,8 @@ class Engine(Protocol):
 
     def tokenizer(self, language: str | None = None, task: str | None = None) -> Tokenizer: ...
 
-    def decode_windows(self, mels: np.ndarray, options: DecodingOptions) -> list[DecodingResult]:
+    def decode_windows(self, mels: np.ndarray, options: DecodingOptions, prompts: list[list[int]] | None = None,
+                       frames: list[int] | None = None) -> list[DecodingResult]:
         """Decode log-mel windows [n, n_mels, 3000] under `options`."""
         ...
 
@@ -64,6 +67,13 @@ class TranscribeOptions:
     # in a long quiet window still counts. None decodes every window (openai-whisper's behaviour).
     silence_threshold_db: float | None = SILENCE_THRESHOLD_DB
     best_of: int | None = None  # samples drawn at temperatures above 0
+    # With word timestamps (`decoding.word_timestamps`): punctuation joined to the next / the previous word.
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS
+    # Only these stretches of the recording: start,end[,start,end...] in seconds (an open last end: to the end).
+    clip_timestamps: str | Sequence[float] = "0"
+    # With word timestamps: skip silence longer than this (seconds) before a likely hallucination.
+    hallucination_silence_threshold: float | None = None
     decoding: DecodingOptions = DecodingOptions()  # every window's options at temperature 0, but its prompt
 
     def __post_init__(self) -> None:
@@ -78,6 +88,19 @@ class TranscribeOptions:
             raise WhisperError(f"best_of must be at least 1, got {self.best_of}")
         if self.decoding.temperature != 0 or self.decoding.prompt is not None or self.decoding.best_of is not None:
             raise WhisperError("internal error: TranscribeOptions.decoding sets temperature, prompt or best_of")
+        clips = self.clip_timestamps
+        if isinstance(clips, str):
+            try:
+                clips = [float(t) for t in clips.split(",") if t.strip()]
+            except ValueError:
+                raise WhisperError(f"clip_timestamps must be comma-separated seconds, got '{clips}'") from None
+        if any(t < 0 for t in clips) or list(clips) != sorted(clips):
+            raise WhisperError(f"clip_timestamps must be increasing and not negative, got {self.clip_timestamps}")
+        object.__setattr__(self, "clip_timestamps", tuple(float(t) for t in clips))
+        if self.hallucination_silence_threshold is not None and (not self.decoding.word_timestamps
+                                                                 or self.batch_size is not None):
+            raise WhisperError("hallucination_silence_threshold needs word_timestamps and the sequential loop "
+                               "(no batch_size)")
 
     @classmethod
     def from_kwargs(cls, **options) -> TranscribeOptions:
@@ -90,12 +113,13 @@ class TranscribeOptions:
         window = DecodingOptions(**{k: v for k, v in options.items() if k in decoding})
         return cls(**{k: v for k, v in options.items() if k in loop}, decoding=window)
 
-    def window_options(self, temperature: float, prompt: list[int] | None) -> DecodingOptions:
+    def window_options(self, temperature: float, prompt: list[int] | None,
+                       align_unfinished: bool = False) -> DecodingOptions:
         """A window's options at `temperature`: beam search at 0, `best_of` samples above."""
         if temperature > 0:
             return replace(self.decoding, temperature=temperature, prompt=prompt, beam_size=None, patience=None,
-                           best_of=self.best_of)
-        return replace(self.decoding, prompt=prompt)
+                           best_of=self.best_of, align_unfinished=align_unfinished)
+        return replace(self.decoding, prompt=prompt, align_unfinished=align_unfinished)
 
     def needs_fallback(self, result: DecodingResult) -> bool:
         """A decode too repetitive or too unsure, worth a try at the next temperature."""
@@ -127,6 +151,11 @@ def transcribe(  # noqa: PLR0913  (openai-whisper's keywords, so that code writt
     batch_size: int | None = None,
     silence_threshold_db: float | None = SILENCE_THRESHOLD_DB,
     on_progress: Progress | None = None,
+    word_timestamps: bool = False,
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+    append_punctuations: str = APPEND_PUNCTUATIONS,
+    clip_timestamps: str | Sequence[float] = "0",
+    hallucination_silence_threshold: float | None = None,
     **decode_options,
 ) -> dict:
     """Transcribe a file or a 16 kHz mono float32 array; returns openai-whisper's result dict
@@ -137,7 +166,10 @@ def transcribe(  # noqa: PLR0913  (openai-whisper's keywords, so that code writt
         temperature=temperature, compression_ratio_threshold=compression_ratio_threshold,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
         condition_on_previous_text=condition_on_previous_text, initial_prompt=initial_prompt,
-        batch_size=batch_size, silence_threshold_db=silence_threshold_db, **decode_options)
+        batch_size=batch_size, silence_threshold_db=silence_threshold_db, word_timestamps=word_timestamps,
+        prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
+        clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
+        **decode_options)
     return transcribe_with(model, audio, options, on_progress)
 
 
@@ -172,26 +204,45 @@ class Loop:
         self.initial_prompt_tokens = tokenizer.encode(" " + prompt.strip()) if prompt else []
 
     def sequential(self) -> dict:
-        """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp."""
+        """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp
+        (or, with word timestamps, its last word), within each of the clips."""
         options = self.options
         all_tokens: list[int] = list(self.initial_prompt_tokens)
         all_segments: list[dict] = []
         prompt_reset_since = 0
-        seek = 0
-        while seek < self.content_frames:
-            segment_size = min(N_FRAMES, self.content_frames - seek)
+        self.last_speech_timestamp = 0.0
+        clips = self.clips()
+        clip, seek = 0, clips[0][0]
+        while clip < len(clips):
+            clip_start, clip_end = clips[clip]
+            seek = max(seek, clip_start)
+            if seek >= clip_end:
+                clip += 1
+                seek = clips[clip][0] if clip < len(clips) else seek
+                continue
+            segment_size = min(N_FRAMES, self.content_frames - seek, clip_end - seek)
             if self.silent(seek, segment_size):
                 seek += segment_size
                 self.report(seek)
                 continue
-            result = self.decode_with_fallback(pad_or_trim(self.mel.window(seek, segment_size), N_FRAMES),
-                                               all_tokens[prompt_reset_since:])
+            mel = pad_or_trim(self.mel.window(seek, segment_size), N_FRAMES)
+            result = self.decode_with_fallback(mel, all_tokens[prompt_reset_since:], segment_size)
             if options.is_no_speech(result):
                 seek += segment_size
                 self.report(seek)
                 continue
-            current, advance = split_segments(result, self.tokenizer, seek, segment_size, self.input_stride)
-            seek += advance
+            current, advance, single_timestamp_ending = split_segments(result, self.tokenizer, seek, segment_size,
+                                                                       self.input_stride)
+            next_seek = seek + advance
+            if options.decoding.word_timestamps:
+                window = Window(seek, segment_size, result, single_timestamp_ending)
+                next_seek, kept = self.add_words(window, current, next_seek)
+                if kept is None:  # a hallucination after a long silence: the window is read again from after it
+                    seek = next_seek
+                    continue
+                current = kept
+            seek = next_seek
+            clear_empty(current)
             all_segments.extend({"id": i, **s} for i, s in enumerate(current, start=len(all_segments)))
             all_tokens.extend(t for s in current for t in s["tokens"])
             if not options.condition_on_previous_text or result.temperature > 0.5:
@@ -200,12 +251,87 @@ class Loop:
         return {"text": self.tokenizer.decode(all_tokens[len(self.initial_prompt_tokens):]),
                 "segments": all_segments, "language": options.decoding.language}
 
+    def clips(self) -> list[tuple[int, int]]:
+        """The (first, end) mel frames of each clip to transcribe (openai-whisper's clip_timestamps)."""
+        seconds = cast(tuple[float, ...], self.options.clip_timestamps)  # made a tuple when the options were made
+        points = [round(t * FRAMES_PER_SECOND) for t in seconds] or [0]
+        if len(points) % 2:
+            points.append(self.content_frames)
+        return list(zip(points[::2], points[1::2]))
+
+    def add_words(self, window: Window, segments: list[dict], next_seek: int) -> tuple[int, list[dict] | None]:
+        """Word timestamps for a window's segments (`words`, and their bounds from the words), and where the
+        loop goes on: after the last word where the window ends inside a segment, and past silence before a
+        likely hallucination (openai-whisper's hallucination_silence_threshold). Returns None as the segments
+        where the window is to be read again from the returned seek."""
+        options, tok = self.options, self.tokenizer
+        time_offset = window.seek * HOP_LENGTH / SAMPLE_RATE
+        assert window.result.alignment is not None  # word_timestamps decodes align
+        text_tokens = [t for s in segments for t in s["tokens"] if t < tok.eot]
+        timings = find_alignment(window.result.alignment, tok, text_tokens)
+        word_options = WordOptions(options.prepend_punctuations, options.append_punctuations)
+        add_word_timestamps(segments, timings, tok.eot, time_offset, self.last_speech_timestamp, word_options)
+        if not window.single_timestamp_ending:
+            last_word_end = _last_word_end(segments)
+            if last_word_end is not None and last_word_end > time_offset:
+                next_seek = round(last_word_end * FRAMES_PER_SECOND)
+        if options.hallucination_silence_threshold is not None:
+            next_seek, kept = self.skip_hallucinations(window, segments, next_seek, word_options.punctuation)
+            if kept is None:
+                return next_seek, None
+            segments = kept
+        last_word_end = _last_word_end(segments)
+        if last_word_end is not None:
+            self.last_speech_timestamp = last_word_end
+        return next_seek, segments
+
+    def skip_hallucinations(self, window: Window, segments: list[dict], next_seek: int,
+                            punctuation: str) -> tuple[int, list[dict] | None]:
+        """openai-whisper's guard: a segment of anomalous words (improbable, very short or very long) with
+        more than `hallucination_silence_threshold` seconds of silence around it is dropped, and the loop
+        goes on after the silence before it."""
+        threshold = self.options.hallucination_silence_threshold
+        assert threshold is not None
+        time_offset = window.seek * HOP_LENGTH / SAMPLE_RATE
+        window_end_time = (window.seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE
+        if not window.single_timestamp_ending:
+            last_word_end = _last_word_end(segments)
+            if last_word_end is not None and last_word_end > time_offset:
+                remaining = window_end_time - last_word_end
+                next_seek = round(last_word_end * FRAMES_PER_SECOND) if remaining > threshold else window.seek + window.size
+        first = next((s for s in segments if s["words"]), None)
+        if first is not None and _is_anomaly(first, punctuation):
+            gap = first["start"] - time_offset
+            if gap > threshold:
+                return window.seek + round(gap * FRAMES_PER_SECOND), None
+        last_end = self.last_speech_timestamp
+        for i, segment in enumerate(segments):
+            if not segment["words"]:
+                continue
+            if _is_anomaly(segment, punctuation):
+                following = next((s for s in segments[i + 1:] if s["words"]), None)
+                next_start = following["words"][0]["start"] if following else time_offset + window.size * HOP_LENGTH / SAMPLE_RATE
+                silence_before = (segment["start"] - last_end > threshold or segment["start"] < threshold
+                                  or segment["start"] - time_offset < 2.0)
+                silence_after = (next_start - segment["end"] > threshold or _is_anomaly(following, punctuation)
+                                 or window_end_time - segment["end"] < 2.0)
+                if silence_before and silence_after:
+                    next_seek = round(max(time_offset + 1, segment["start"]) * FRAMES_PER_SECOND)
+                    if self.content_frames * HOP_LENGTH / SAMPLE_RATE - segment["end"] < threshold:
+                        next_seek = self.content_frames
+                    return next_seek, segments[:i]
+            last_end = segment["end"]
+        return next_seek, segments
+
     def batched(self) -> dict:
         """Windows of at most 30 s, cut in pauses, decoded `batch_size` at a time, none conditioned on
         another's text (only on `initial_prompt`). A window that fails the thresholds is retried alone at
         the next temperatures; audio a window's text stopped short of (over 1 s, not silent) is decoded
-        again in a second round, as the sequential loop would by seeking to the last timestamp."""
+        again in a second round, as the sequential loop would by seeking to the last timestamp. With word
+        timestamps an unfinished segment at a window's end goes to that second round too (its text is aligned
+        with its whole audio), where without them it is kept; in the second round it is kept."""
         options, batch_size = self.options, self.options.batch_size or 1
+        words = options.decoding.word_timestamps
         prompt = self.initial_prompt_tokens or None
         pending = [(seek, size) for seek, size in plan_windows(self.mel.audio, self.content_frames)
                    if not self.silent(seek, size)]
@@ -215,12 +341,20 @@ class Loop:
             for i in range(0, len(pending), batch_size):
                 group = pending[i:i + batch_size]
                 mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for seek, size in group])
-                results = self.model.decode_windows(mels, options.window_options(options.temperature[0], prompt))
+                results = self.model.decode_windows(
+                    mels, options.window_options(options.temperature[0], prompt, align_unfinished=final_round),
+                    frames=[size for _, size in group])
                 for (seek, size), segment_mel, result in zip(group, mels, results):
                     if options.needs_fallback(result) and len(options.temperature) > 1:
-                        result = self.decode_with_fallback(segment_mel, prompt, options.temperature[1:])
-                    found = [] if options.is_no_speech(result) else \
-                        split_segments(result, self.tokenizer, seek, size, self.input_stride, keep_tail=True)[0]
+                        result = self.decode_with_fallback(segment_mel, prompt, size, options.temperature[1:],
+                                                           align_unfinished=final_round)
+                    found = [] if options.is_no_speech(result) else split_segments(
+                        result, self.tokenizer, seek, size, self.input_stride, keep_tail=final_round or not words)[0]
+                    if words and found:
+                        self.last_speech_timestamp = max((s["end"] for s in segments if s["end"] <= found[0]["start"]),
+                                                         default=0.0)
+                        self.add_words(Window(seek, size, result, True), found, seek + size)
+                    clear_empty(found)
                     segments += found
                     covered = round(found[-1]["end"] * FRAMES_PER_SECOND) if found else seek
                     rest = seek + size - covered
@@ -234,12 +368,15 @@ class Loop:
         return {"text": "".join(seg["text"] for seg in segments), "segments": segments,
                 "language": options.decoding.language}
 
-    def decode_with_fallback(self, mel: np.ndarray, prompt: list[int] | None,
-                             temperatures: tuple[float, ...] | None = None) -> DecodingResult:
-        """Decode one window [n_mels, 3000] at each temperature in turn until it passes the thresholds."""
+    def decode_with_fallback(self, mel: np.ndarray, prompt: list[int] | None, frames: int,
+                             temperatures: tuple[float, ...] | None = None,
+                             align_unfinished: bool = False) -> DecodingResult:
+        """Decode one window [n_mels, 3000], `frames` of them audio, at each temperature in turn until it
+        passes the thresholds."""
         result = None
         for t in temperatures or self.options.temperature:
-            result = self.model.decode_windows(mel[None], self.options.window_options(t, prompt))[0]
+            options = self.options.window_options(t, prompt, align_unfinished)
+            result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
             if not self.options.needs_fallback(result):
                 break
         assert result is not None  # at least one temperature (TranscribeOptions checks)
@@ -255,13 +392,24 @@ class Loop:
             self.on_progress(min(seek, self.content_frames) / FRAMES_PER_SECOND, total)
 
 
+@dataclass(frozen=True)
+class Window:
+    """One decoded window: its first mel frame, its frames of audio, its decode."""
+
+    seek: int
+    size: int
+    result: DecodingResult
+    single_timestamp_ending: bool
+
+
 def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segment_size: int, input_stride: int,
-                   keep_tail: bool = False) -> tuple[list[dict], int]:
+                   keep_tail: bool = False) -> tuple[list[dict], int, bool]:
     """openai-whisper's segmentation of one window's tokens at consecutive timestamps.
 
-    Returns segments with absolute times, and how many mel frames to advance: to the last complete
-    timestamp, or the whole window. With `keep_tail` (fixed windows, nothing is decoded again) text
-    after the last complete timestamp becomes a segment ending at the window's end.
+    Returns segments with absolute times (empty ones too: `clear_empty` after word timestamps), how many
+    mel frames to advance (to the last complete timestamp, or the whole window), and whether the tokens end
+    with a single timestamp (no speech after it). With `keep_tail` (fixed windows, nothing is decoded again)
+    text after the last complete timestamp becomes a segment ending at the window's end.
     """
     tokens = np.array(result.tokens, dtype=np.int64)
     time_offset = seek * HOP_LENGTH / SAMPLE_RATE
@@ -302,10 +450,39 @@ def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segm
             duration = (int(stamps[-1]) - ts_begin) * time_precision
         segments.append(new_segment(time_offset, time_offset + duration, tokens))
         advance = segment_size
+    return segments, advance, single_timestamp_ending
+
+
+def clear_empty(segments: list[dict]) -> None:
+    """An instantaneous segment, or one without text, keeps its place but nothing else."""
     for segment in segments:
         if segment["start"] == segment["end"] or segment["text"].strip() == "":
             segment["text"], segment["tokens"] = "", []
-    return segments, advance
+            if "words" in segment:
+                segment["words"] = []
+
+
+def _last_word_end(segments: list[dict]) -> float | None:
+    return next((w["end"] for s in reversed(segments) for w in reversed(s.get("words", []))), None)
+
+
+def _word_anomaly(word: dict) -> float:
+    """How unlike speech a word is: improbable, much too short or too long (openai-whisper's score)."""
+    duration = word["end"] - word["start"]
+    score = 1.0 if word.get("probability", 0.0) < 0.15 else 0.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def _is_anomaly(segment: dict | None, punctuation: str) -> bool:
+    if segment is None or not segment["words"]:
+        return False
+    words = [w for w in segment["words"] if w["word"] not in punctuation][:8]
+    score = sum(_word_anomaly(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
 
 
 def plan_windows(audio: np.ndarray, content_frames: int, search_frames: int = 500,

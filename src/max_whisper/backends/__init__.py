@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import WhisperError
-from ..weights import load_checkpoint
+from ..models import load_checkpoint
 
 BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers")
 

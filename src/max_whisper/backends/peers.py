@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import WhisperError
-from ..weights import Checkpoint, ct2_folder
+from ..models import ct2_folder
+from ..weights import Checkpoint
 
 
 def _import_reference():
@@ -129,19 +130,35 @@ class FasterWhisperModel:
         self.model = WhisperModel(str(folder), device="cuda" if device == "gpu" else "cpu",
                                   compute_type=self.compute_type)
 
+    # openai-whisper's option names that faster-whisper spells otherwise
+    RENAMED = {"logprob_threshold": "log_prob_threshold"}
+    TAKES = {"language", "task", "beam_size", "best_of", "patience", "length_penalty", "temperature",
+             "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "condition_on_previous_text",
+             "initial_prompt", "suppress_tokens", "without_timestamps", "word_timestamps", "prepend_punctuations",
+             "append_punctuations", "clip_timestamps", "hallucination_silence_threshold", "on_progress"}
+
     def transcribe(self, audio, **options) -> dict:
-        temperature = options.get("temperature", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
-        segments, info = self.model.transcribe(
-            audio, language=options.get("language"), task=options.get("task", "transcribe"),
-            beam_size=options.get("beam_size") or 1, best_of=options.get("best_of") or 5,
-            temperature=list(temperature) if isinstance(temperature, (tuple, list)) else temperature,
-            condition_on_previous_text=options.get("condition_on_previous_text", True),
-            initial_prompt=options.get("initial_prompt"),
-            without_timestamps=options.get("without_timestamps", False), vad_filter=False)
-        out = [{"id": i, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text,
-                "tokens": list(s.tokens), "temperature": s.temperature, "avg_logprob": s.avg_logprob,
-                "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
-               for i, s in enumerate(segments)]
+        unknown = set(options) - self.TAKES
+        if unknown:
+            raise WhisperError(f"the faster-whisper backend does not take {', '.join(sorted(unknown))}")
+        options.pop("on_progress", None)
+        temperature = options.pop("temperature", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
+        suppress = options.pop("suppress_tokens", "-1")
+        kwargs = {self.RENAMED.get(k, k): v for k, v in options.items()}
+        kwargs.update(beam_size=kwargs.get("beam_size") or 1, best_of=kwargs.get("best_of") or 5,
+                      patience=kwargs.get("patience") or 1, length_penalty=kwargs.get("length_penalty") or 1,
+                      temperature=list(temperature) if isinstance(temperature, (tuple, list)) else temperature,
+                      suppress_tokens=[int(t) for t in suppress.split(",")] if isinstance(suppress, str) else suppress)
+        segments, info = self.model.transcribe(audio, vad_filter=False, **kwargs)
+        out = []
+        for i, s in enumerate(segments):
+            segment = {"id": i, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text, "tokens": list(s.tokens),
+                       "temperature": s.temperature, "avg_logprob": s.avg_logprob,
+                       "compression_ratio": s.compression_ratio, "no_speech_prob": s.no_speech_prob}
+            if s.words is not None:
+                segment["words"] = [{"word": w.word, "start": w.start, "end": w.end, "probability": w.probability}
+                                    for w in s.words]
+            out.append(segment)
         return {"text": "".join(s["text"] for s in out), "segments": out, "language": info.language}
 
     def max_graph_seconds(self) -> float:
@@ -209,9 +226,20 @@ class TransformersModel:
             config.task_to_id = {"transcribe": tok.transcribe, "translate": tok.translate}
         return config
 
+    # The pipeline decodes each chunk once, greedily, from temperature 0: openai-whisper's fallback and its
+    # thresholds do not apply to it (taken, and documented as such, so that the same options run every backend).
+    TAKES = {"language", "task", "without_timestamps", "temperature", "compression_ratio_threshold",
+             "logprob_threshold", "no_speech_threshold", "condition_on_previous_text", "suppress_tokens", "on_progress"}
+
     def transcribe(self, audio, **options) -> dict:
         from ..audio import SAMPLE_RATE, load_audio
 
+        unknown = set(options) - self.TAKES
+        temperature = options.get("temperature", 0.0)
+        if (temperature[0] if isinstance(temperature, (tuple, list)) else temperature) != 0:
+            unknown.add("a first temperature above 0")
+        if unknown:
+            raise WhisperError(f"the transformers backend decodes greedily; it does not take {', '.join(sorted(unknown))}")
         samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32)
         n_chunks = max(1, int(np.ceil(len(samples) / SAMPLE_RATE / 20)))  # 30 s chunks advance 20 s
         kwargs: dict[str, Any] = {}

@@ -1,4 +1,5 @@
-"""Whisper as MAX graphs: layers (`layers`), the encoder (`encoder`) and the decoder's graphs (`decoder`).
+"""Whisper as MAX graphs: layers (`layers`), the encoder (`encoder`), the decoder's graphs (`decoder`) and the
+alignment pass for word timestamps (`alignment`).
 
 Every weight is a graph `Weight` named as in openai-whisper's state dict and bound when the graph is
 loaded; calls pass only audio features, tokens and cache buffers. Batch and length are symbolic where
@@ -10,15 +11,16 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from max.dtype import DType
-from max.graph import DeviceRef, Graph
+from max.graph import Graph
 
-from ..weights import ModelDimensions
+from .alignment import build_alignment
 from .decoder import build_cross_kv, build_decoder, build_decoder_step, build_reorder
 from .encoder import build_encoder
 from .layers import GraphWeights
 
-Builder = Callable[[ModelDimensions, GraphWeights, DType, DeviceRef], Graph]
+__all__ = ["BUILDERS", "Builder", "GraphWeights"]
+
+Builder = Callable[..., Graph]  # (dims, weights, dtype, device, **options of the graph)
 
 # Every graph the engine compiles, by name.
 BUILDERS: dict[str, Builder] = {
@@ -29,4 +31,5 @@ BUILDERS: dict[str, Builder] = {
     "decoder_row": functools.partial(build_decoder, one_row=True),
     "decoder_step": build_decoder_step,
     "reorder": build_reorder,
+    "alignment": build_alignment,  # options: heads, median_width
 }

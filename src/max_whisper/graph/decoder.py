@@ -16,7 +16,7 @@ the beam reorder of the cache.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from max.dtype import DType
@@ -75,7 +75,7 @@ def build_decoder(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: 
             ops.buffer_store_slice(caches[i], new, [slice(None), (slice(offset, end), seq), slice(None)])
             return caches[i][:, (slice(0, end), "total"), :]
 
-        x = decoder_blocks(dims, w, x, cached, mask, (cross_k, cross_v), one_row=one_row)
+        x = decoder_blocks(dims, w, x, cached, mask, (cross_k, cross_v), "one_row" if one_row else "full")
         logits = vocab_logits(w, ops.gather(x, logit_pos, axis=1), one_row)
         g.output(logits, rules.graph_greedy_choice(ops.cast(logits[:, -1, :], DType.float32), suppress, row_bounds))
     return g
@@ -126,7 +126,7 @@ def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, dev
                 ops.buffer_store(caches[i], full)
                 return full
 
-            x = decoder_blocks(dims, w, x, cached, mask, (cross_k, cross_v), one_query=True)
+            x = decoder_blocks(dims, w, x, cached, mask, (cross_k, cross_v), "one_query")
             logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
             row_bounds = rules.graph_bounds(dims.n_vocab, ts_begin, eot, ts_rule, last_was_ts, penultimate_was_ts,
                                             last_ts)
@@ -148,14 +148,19 @@ def cross_types(dims: ModelDimensions, dtype: DType, device: DeviceRef, batch: i
     return [TensorType(dtype, keys, device), TensorType(dtype, values, device)]
 
 
+BlockForm = Literal["full", "one_query", "one_row"]
+
+
 def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cached: Callable[[int, TensorValue], TensorValue],
-                   mask: TensorValue, cross: tuple[TensorValue, TensorValue], one_query: bool = False,
-                   one_row: bool = False) -> TensorValue:
+                   mask: TensorValue, cross: tuple[TensorValue, TensorValue], form: BlockForm = "full",
+                   cross_scores: list[TensorValue] | None = None) -> TensorValue:
     """The residual blocks; `cached(i, new rows)` stores new keys (i = 2 * layer) or values (2 * layer + 1)
     in the self-attention cache and returns the rows attention sees; `cross`: the cross-attention keys and
-    values; `one_query`: see `attention`, and the cross values are transposed (`cross_types`); `one_row`:
-    see `row_product`."""
+    values. `form` "one_query": see `attention`, and the cross values are transposed (`cross_types`);
+    "one_row": see `row_product`. `cross_scores`, where given, receives each layer's cross-attention scores
+    q k^T / sqrt(d_head) [batch, head, seq, n_audio_ctx] (word timestamps)."""
     cross_k, cross_v = cross
+    one_query, one_row = form == "one_query", form == "one_row"
     def lin(name: str, h: TensorValue, bias: bool = True) -> TensorValue:
         return linear(w, name, h, bias, one_row)
 
@@ -168,6 +173,12 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
         x = x + lin(f"{b}.attn.out", merge_heads(attention(q, k, v, mask, one_query)))
         h = layer_norm(w, f"{b}.cross_attn_ln", x)
         q = split_heads(lin(f"{b}.cross_attn.query", h), dims.n_text_head)
+        if cross_scores is not None:
+            batch, heads, seq, d_head = q.shape
+            keys = cross_k[i].shape[2]
+            q3, k3 = (ops.reshape(t, [-1, t.shape[2], d_head]) for t in (q, cross_k[i]))
+            product = (q3 @ ops.transpose(k3, 1, 2)) * (1.0 / float(np.sqrt(int(d_head))))
+            cross_scores.append(ops.reshape(product, [batch, heads, seq, keys]))
         x = x + lin(f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i], one_query=one_query,
                                                                values_transposed=one_query)))
         x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x), one_row)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 from max import driver
+from max._mlir_context import in_default_mlir_context  # MAX's own helper: MLIR's context is per thread
 from max.engine import ArtifactBodyMismatch, InferenceSession, MefStore, MissingArtifactError, Model
 from max.graph import DeviceRef, Graph
 
@@ -64,17 +65,19 @@ class GraphSession:
     def on_host(self) -> bool:
         return self.device.is_host
 
-    def build(self, name: str, device: DeviceRef | None = None) -> tuple[Graph, GraphWeights]:
+    @in_default_mlir_context  # a graph built later in another thread (the server's engine thread) needs it
+    def build(self, name: str, device: DeviceRef | None = None, **options) -> tuple[Graph, GraphWeights]:
         """One of BUILDERS' graphs for this checkpoint and dtype, on this device (or `device`: graphs for
         another device can be built, not run), and the weights it uses."""
         device = device or self.device_ref
         w = GraphWeights(self.state, self.dtype, device)
-        return BUILDERS[name](self.dims, w, self.dtype, device), w
+        return BUILDERS[name](self.dims, w, self.dtype, device, **options), w
 
-    def load(self, name: str) -> Model:
-        """The graph `name`, compiled here or imported ready-made, with the weights bound."""
+    @in_default_mlir_context
+    def load(self, name: str, **options) -> Model:
+        """The graph `name` (built with `options`), compiled here or imported ready-made, with the weights bound."""
         start = time.perf_counter()
-        graph, w = self.build(name)
+        graph, w = self.build(name, **options)
         artifact = None
         if self._compiled is not None:
             try:
