@@ -99,10 +99,11 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     i, j = trace.shape[0] - 1, trace.shape[1] - 1
     trace[0, :], trace[:, 0] = 2, 1
+    moves, width = trace.tobytes(), trace.shape[1]  # bytes index in tens of nanoseconds, numpy in microseconds
     path = []
     while i > 0 or j > 0:
         path.append((i - 1, j - 1))
-        move = trace[i, j]
+        move = moves[i * width + j]
         if move == 0:
             i, j = i - 1, j - 1
         elif move == 1:
@@ -126,10 +127,10 @@ def find_alignment(alignment: Alignment, tokenizer: Tokenizer, text_tokens: list
     jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
     jump_times = time_indices[jumps] / TOKENS_PER_SECOND
     starts, ends = jump_times[word_boundaries[:-1]], jump_times[word_boundaries[1:]]
-    probs = alignment.text_token_probs
-    return [WordTiming(word, tokens, float(start), float(end), float(np.mean(probs[i:j])))
-            for word, tokens, start, end, i, j in zip(words, word_tokens, starts, ends, word_boundaries[:-1],
-                                                       word_boundaries[1:])]
+    sums = np.add.reduceat(alignment.text_token_probs, word_boundaries[:-1])  # each word's tokens
+    probabilities = sums / np.diff(word_boundaries).astype(sums.dtype)
+    return [WordTiming(*timing) for timing in zip(words, word_tokens, starts.tolist(), ends.tolist(),
+                                                  probabilities.tolist())]
 
 
 # --- words from tokens -----------------------------------------------------------------------------------
