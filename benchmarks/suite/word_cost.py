@@ -26,7 +26,11 @@ def compare_words(ours: dict, cpu: dict) -> dict:
     a = [w for s in ours["segments"] for w in s["words"]]
     b = [w for s in cpu["segments"] for w in s["words"]]
     same = [w["word"] for w in a] == [w["word"] for w in b]
-    report: dict = {"words": len(a), "cpu_words": len(b), "same_words": same}
+    report: dict = {"words": len(a), "cpu_words": len(b), "same_words": same, "same_text": ours["text"] == cpu["text"]}
+    if not same:  # where the two transcripts part
+        at = next(i for i, (x, y) in enumerate(zip(a + [{}], b + [{}])) if x.get("word") != y.get("word"))
+        report.update(first_difference=at, words_here=[w["word"] for w in a[at - 3:at + 4]],
+                      cpu_words_there=[w["word"] for w in b[at - 3:at + 4]])
     if same:
         gaps = np.abs(np.array([[w["start"], w["end"]] for w in a]) - np.array([[w["start"], w["end"]] for w in b]))
         report.update(median_gap_s=float(np.median(gaps)), max_gap_s=float(gaps.max()))
@@ -57,6 +61,7 @@ def main() -> None:
     for batch_size in modes:
         seconds: dict[bool, list[float]] = {False: [], True: []}
         words = 0
+        graph_before = model.session.timings.execute.get("alignment", 0.0)
         for _ in range(args.runs):
             for word_timestamps in (False, True):
                 result, [s] = timed(lambda: model.transcribe(audio, temperature=0.0, batch_size=batch_size,
@@ -68,7 +73,9 @@ def main() -> None:
         name = "sequential" if batch_size is None else f"batch_size {batch_size}"
         report["modes"][name] = {"without_s": [round(s, 3) for s in seconds[False]],
                                  "with_words_s": [round(s, 3) for s in seconds[True]],
-                                 "median_ratio": round(with_words / without, 3), "words": words}
+                                 "median_ratio": round(with_words / without, 3), "words": words,
+                                 "alignment_graph_s_per_run": round(
+                                     (model.session.timings.execute.get("alignment", 0.0) - graph_before) / args.runs, 4)}
         print(f"{name}: {without:.3f} s without, {with_words:.3f} s with words "
               f"(x{with_words / without:.3f}, {words} words)", flush=True)
     if args.check_cpu:
