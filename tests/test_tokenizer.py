@@ -7,7 +7,7 @@ import whisper.tokenizer as wt
 
 from max_whisper import WhisperError
 from max_whisper.tokenizer import get_tokenizer, language_code
-from max_whisper.weights import load_checkpoint
+from max_whisper.models import load_checkpoint
 
 TEXTS = [" Hello world, it's 3.5 degrees.", " ümlauts, 日本語 and «quotes» -- ♪ la la", " And so my fellow Americans"]
 
