@@ -80,7 +80,9 @@ def test_alignment_matrix_equals_openai_for_a_batch_of_rows(tiny, tiny_ref, spee
     frames = [1101, 2200]  # odd, to check the halving; each under 3000, to check the cut and the reflection
     features = tiny.embed_audio(mels)
     sequences = [[*tok.sot_sequence, tok.no_timestamps, *t, tok.eot] for t in texts]
-    found = tiny.aligner.align(features, np.array([0, 1]), sequences, tok.eot, [len(tok.sot_sequence)] * 2, frames)
+    run = tiny.decoder.start(features, np.array([1, 0, 1]))  # the alignment reads the run's rows 2 and 1
+    found = tiny.aligner.align(run, np.array([2, 1]), [sequences[1], sequences[0]], tok.eot,
+                               [len(tok.sot_sequence)] * 2, frames[::-1])[::-1]
     heads = tiny_ref.alignment_heads.indices().T.tolist()
     for k, (text, n) in enumerate(zip(texts, frames)):
         scores = [None] * tiny_ref.dims.n_text_layer

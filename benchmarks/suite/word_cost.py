@@ -4,8 +4,9 @@ process, the alignment graph compiled before timing (its compile time reported a
     python -m benchmarks.suite.word_cost --device cpu --runs 3 [--batch-size 16] [--output DIR]
 
 Greedy, temperature 0 (no fallback), float32. With --batch-size, the throughput mode (`batch_size`) is timed
-too. With --check-cpu (for --device gpu), the sequential loop's words are compared with the CPU engine's
-(float32): the same words, and the largest and median gap of their times. Prints JSON (and writes
+too. With --check-cpu (for --device gpu), the sequential loop's words on the audio and on every short clip
+in tests/speech are compared with the CPU engine's (float32): the same words, and the largest and median gap
+of their times. Prints JSON (and writes
 word_cost.json to --output where given).
 """
 
@@ -79,10 +80,14 @@ def main() -> None:
         print(f"{name}: {without:.3f} s without, {with_words:.3f} s with words "
               f"(x{with_words / without:.3f}, {words} words)", flush=True)
     if args.check_cpu:
-        report["against_cpu"] = compare_words(model.transcribe(audio, temperature=0.0, word_timestamps=True),
-                                              mw.load_model(args.model, device="cpu").transcribe(
-                                                  audio, temperature=0.0, word_timestamps=True))
-        print("against the CPU engine:", report["against_cpu"], flush=True)
+        cpu = mw.load_model(args.model, device="cpu")
+        report["against_cpu"] = {}
+        for path in [args.audio, *sorted(p for p in SPEECH.iterdir() if p.suffix == ".wav")]:
+            clip = load_audio(path)
+            report["against_cpu"][path.name] = compare_words(
+                model.transcribe(clip, temperature=0.0, word_timestamps=True),
+                cpu.transcribe(clip, temperature=0.0, word_timestamps=True))
+            print(f"{path.name} against the CPU engine:", report["against_cpu"][path.name], flush=True)
     if args.output:
         write_json(args.output / "word_cost.json", report)
     else:

@@ -136,8 +136,11 @@ class Decoder(Protocol):
 class Aligner(Protocol):
     """The device's alignment pass (runtime.aligner), for word timestamps."""
 
-    def align(self, features: Any, rows: np.ndarray, sequences: list[list[int]], eot: int,
-              text_from: list[int], frames: list[int]) -> list[Alignment]: ...
+    def align(self, inference: Any, rows: np.ndarray, sequences: list[list[int]], eot: int,
+              text_from: list[int], frames: list[int]) -> list[Alignment]:
+        """For each of the run's `rows` (its cross-attention over its window's audio is reused): the
+        sequence to align, where its text starts, how many of its window's mel frames are audio."""
+        ...
 
 
 class DecodingModel(Protocol):
@@ -409,6 +412,7 @@ class DecodingTask:
         if self.options.language is None:
             detected, probs = language_probabilities(self.model.decoder, features, self.tokenizer)
             languages, lang_probs = list(detected), list(probs)
+        self.frames = frames or [N_FRAMES] * n_audio
         rows = list(range(n_audio))
         if len({len(h) for h in heads}) == 1 or (self.options.greedy and self.model.decoder.keeps_ragged_rows):
             groups = [rows]
@@ -419,14 +423,12 @@ class DecodingTask:
             decoded = self._decode(features, group, [heads[i] for i in group], [languages[i] for i in group])
             for i, result in zip(group, decoded):
                 by_row[i] = replace(result, language_probs=lang_probs[i])
-        results = [by_row[i] for i in rows]
-        if self.options.word_timestamps:
-            self._align(features, results, frames or [N_FRAMES] * n_audio)
-        return results
+        return [by_row[i] for i in rows]
 
-    def _align(self, features: Any, results: list[DecodingResult], frames: list[int]) -> None:
+    def _align(self, inference: Inference, audio_rows: list[int], results: list[DecodingResult]) -> list[DecodingResult]:
         """Each result's alignment: the alignment pass over the text that becomes its segments, after its
-        start-of-transcript sequence and <|notimestamps|>, as openai-whisper's find_alignment feeds it."""
+        start-of-transcript sequence and <|notimestamps|>, as openai-whisper's find_alignment feeds it; on
+        the run's first row of each window, before the run's buffers go to another."""
         tok = self.tokenizer
         sequences, text_from = [], []
         for result in results:
@@ -435,9 +437,9 @@ class DecodingTask:
             text = [t for t in kept if t < tok.eot]
             sequences.append([*sot, tok.no_timestamps, *text, tok.eot])
             text_from.append(len(sot))
-        found = self.model.aligner.align(features, np.arange(len(results)), sequences, tok.eot, text_from, frames)
-        for k, alignment in enumerate(found):
-            results[k] = replace(results[k], alignment=alignment)
+        found = self.model.aligner.align(inference, np.arange(len(results)) * self.n_group, sequences, tok.eot,
+                                         text_from, [self.frames[i] for i in audio_rows])
+        return [replace(result, alignment=alignment) for result, alignment in zip(results, found)]
 
     def _decode(self, features: Any, audio_rows: list[int], heads: list[tuple[int, ...]],
                 languages: list[str | None]) -> list[DecodingResult]:
@@ -475,7 +477,7 @@ class DecodingTask:
                 language=str(languages[i]), tokens=out, text=text,
                 avg_logprob=sum_lp / (len(out) + 1), sum_logprob=sum_lp, no_speech_prob=no_speech[i],
                 temperature=opts.temperature, compression_ratio=compression_ratio(text)))
-        return results
+        return self._align(inference, audio_rows, results) if opts.word_timestamps else results
 
     def _start_run(self) -> None:
         """A fresh token chooser and filters for rows whose sampled tokens start at `sample_begin`."""

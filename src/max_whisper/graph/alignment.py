@@ -9,13 +9,14 @@ from max.dtype import DType
 from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
 
 from ..weights import ModelDimensions
-from .decoder import decoder_blocks, vocab_logits
-from .layers import GraphWeights, embed, linear, split_heads
+from .decoder import cross_types, decoder_blocks, vocab_logits
+from .layers import GraphWeights, embed
 
 
 def build_alignment(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef,
                     heads: tuple[tuple[int, int], ...], median_width: int) -> Graph:
-    """Inputs: audio features [n_audio, n_audio_ctx, d], each row's window [batch], tokens [batch, seq] (rows
+    """Inputs: a decoding run's cross-attention keys and values [layer, run rows, head, n_audio_ctx, d_head]
+    (`decoder.cross_types`), the run's row of each row here [batch], tokens [batch, seq] (rows
     padded at the end), targets [batch, seq] (each position's next token), the end-of-text token (the text
     vocabulary is below it), the causal mask [seq, seq], and per row: a frame mask [batch, n_audio_ctx] (0 for
     the window's audio frames, -inf after them), a token weight [batch, seq] (1 for the row's tokens, 0 for
@@ -28,28 +29,22 @@ def build_alignment(dims: ModelDimensions, w: GraphWeights, dtype: DType, device
     over the audio frames, normalised per frame over the tokens, median-filtered along time and averaged
     over the heads, float32. Frames past a row's audio hold no meaning."""
     int64, f32 = DType.int64, DType.float32
-    inputs = [TensorType(dtype, ["n_audio", dims.n_audio_ctx, dims.n_text_state], device),
-              TensorType(int64, ["batch"], device), TensorType(int64, ["batch", "seq"], device),
+    inputs = [*cross_types(dims, dtype, device, "run_rows"), TensorType(int64, ["batch"], device), TensorType(int64, ["batch", "seq"], device),
               TensorType(int64, ["batch", "seq"], device), TensorType(int64, [], device),
               TensorType(dtype, ["seq", "seq"], device), TensorType(f32, ["batch", dims.n_audio_ctx], device),
               TensorType(f32, ["batch", "seq"], device),
               TensorType(int64, ["batch", median_width, dims.n_audio_ctx], device)]
     with Graph("whisper_alignment", input_types=inputs) as g:
-        features, rows, tokens, targets, eot, mask, frame_mask, token_weight, reflected = (v.tensor for v in g.inputs)
-        audio = ops.gather(features, rows, axis=0)
-        cross: tuple[list[TensorValue], list[TensorValue]] = ([], [])
-        for i in range(dims.n_text_layer):
-            b = f"decoder.blocks.{i}.cross_attn"
-            cross[0].append(split_heads(linear(w, f"{b}.key", audio, bias=False), dims.n_text_head))
-            cross[1].append(split_heads(linear(w, f"{b}.value", audio), dims.n_text_head))
+        cross_k, cross_v, rows, tokens, targets, eot, mask, frame_mask, token_weight, reflected = (
+            v.tensor for v in g.inputs)
+        cross = (ops.gather(cross_k, rows, axis=1), ops.gather(cross_v, rows, axis=1))
         seq = tokens.shape[1]
         start = ops.constant(0, int64, DeviceRef.CPU())
         end = ops.cast(ops.shape_to_tensor([seq]).reshape([]), int64)
         positions = ops.range(start, end, 1, out_dim=seq, dtype=int64, device=DeviceRef.CPU())
         x = embed(w, tokens, positions.to(device))
         scores: list[TensorValue] = []
-        x = decoder_blocks(dims, w, x, lambda i, new: new, mask, (ops.stack(cross[0]), ops.stack(cross[1])),
-                           cross_scores=scores)
+        x = decoder_blocks(dims, w, x, lambda i, new: new, mask, cross, cross_scores=scores)
         logits = ops.cast(vocab_logits(w, x), f32)
         vocab = ops.range(0, dims.n_vocab, 1, out_dim=dims.n_vocab, dtype=int64, device=device)
         text = ops.where(vocab < eot, logits, ops.constant(-np.inf, f32, device))

@@ -7,6 +7,7 @@ from max import driver
 from max.engine import Model
 
 from ..alignment import MEDIAN_FILTER_WIDTH, Alignment
+from .decoders import CachedRun
 from .session import GraphSession
 
 
@@ -23,12 +24,12 @@ class Aligner:
             self._model = self.session.load("alignment", heads=self.heads, median_width=MEDIAN_FILTER_WIDTH)
         return self._model
 
-    def align(self, features: driver.Buffer, rows: np.ndarray, sequences: list[list[int]], eot: int,
+    def align(self, inference: CachedRun, rows: np.ndarray, sequences: list[list[int]], eot: int,
               text_from: list[int], frames: list[int]) -> list[Alignment]:
-        """For each row: its window (`rows`, into `features`), the sequence it aligns, where in it its text
-        starts, and how many of its window's mel frames are audio. Sequences are padded at the end with end
-        of text (causal attention keeps it out of the others' results, the token weight out of the
-        normalisation)."""
+        """For each of `rows` (rows of the decoding run `inference`, whose cross-attention keys and values
+        are reused): the sequence it aligns, where in it its text starts, and how many of its window's mel
+        frames are audio. Sequences are padded at the end with end of text (causal attention keeps it out of
+        the others' results, the token weight out of the normalisation)."""
         s = self.session
         model = self.load()
         n_ctx = s.dims.n_audio_ctx
@@ -43,7 +44,8 @@ class Aligner:
         audio = [min(n_ctx, n // 2) for n in frames]  # attention frames: two mel frames each
         frame_mask = np.where(np.arange(n_ctx) < np.array(audio)[:, None], 0.0, -np.inf).astype(np.float32)
         reflected = np.stack([reflected_neighbours(n, n_ctx, MEDIAN_FILTER_WIDTH) for n in audio])
-        probs, matrix = s.run("alignment", model, features, s.to_device(np.asarray(rows, np.int64)),
+        probs, matrix = s.run("alignment", model, inference.cross_k, inference.cross_v,
+                              s.to_device(np.asarray(rows, np.int64)),
                               s.to_device(tokens), s.to_device(targets),
                               driver.Buffer.from_numpy(np.array(eot, np.int64)).to(s.device),  # a scalar
                               s.to_device(mask), s.to_device(frame_mask), s.to_device(token_weight),
