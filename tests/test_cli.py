@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,10 +145,14 @@ def test_compiled_graphs_are_used_instead_of_compiling(tmp_path):
     out = tmp_path / "compiled"
     proc = run("compile", str(out), "--model", "tiny.en")
     assert proc.returncode == 0, proc.stderr
-    assert (out / "manifest.json").is_file() and len(list(out.glob("*.mef"))) == 5  # CPU: with the one-row decoder and reorder
+    # CPU: encoder, cross K/V, decoder, the one-row decoder, reorder and the word-timestamp alignment
+    assert (out / "manifest.json").is_file() and len(list(out.glob("*.mef"))) == 6
     plain, compiled = run("transcribe", "--sample"), run("transcribe", "--sample", "--compiled", str(out))
     assert compiled.returncode == 0, compiled.stderr
     assert compiled.stdout == plain.stdout and "ask not what your country" in compiled.stdout
+    words = run("transcribe", "--sample", "--compiled", str(out), "--word-timestamps", "-f", "json", "-o", str(tmp_path))
+    assert words.returncode == 0, words.stderr
+    assert len([w for s in json.loads((tmp_path / "jfk.json").read_text())["segments"] for w in s["words"]]) == 22
     again = run("compile", str(out))
     assert again.returncode == 2 and "already holds compiled graphs" in again.stderr
 

@@ -103,7 +103,7 @@ def test_failed_write_keeps_the_previous_file(ours, tmp_path, monkeypatch):
     good = mw.outputs.write_result(ours, tmp_path / "talk", "json")
     before = good.read_text()
 
-    def broken(result, f):
+    def broken(result, f, options):
         f.write('{"partial": ')
         raise OSError(28, "No space left on device")
 
