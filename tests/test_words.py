@@ -179,6 +179,18 @@ def test_hallucination_silence_threshold_needs_words():
         TranscribeOptions.from_kwargs(hallucination_silence_threshold=2.0)
 
 
+@pytest.mark.parametrize("clips", ["5,1", "-1,4", "a,b"])
+def test_bad_clip_timestamps_are_refused(clips):
+    with pytest.raises(mw.WhisperError, match="clip_timestamps"):
+        TranscribeOptions.from_kwargs(clip_timestamps=clips)
+
+
+def test_clip_timestamps_are_not_silently_dropped_by_the_throughput_mode():
+    with pytest.raises(mw.WhisperError, match="clip_timestamps needs the sequential loop"):
+        TranscribeOptions.from_kwargs(clip_timestamps="1,20", batch_size=4)
+    assert TranscribeOptions.from_kwargs(clip_timestamps="0", batch_size=4).clip_timestamps == (0.0,)
+
+
 # --- outputs -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -272,3 +284,12 @@ def test_silence_has_no_words(tiny, tmp_path):
     path = write_wav(tmp_path / "quiet.wav", np.zeros(16000 * 3, np.float32))
     result = tiny.transcribe(str(path), word_timestamps=True)
     assert result["segments"] == [] and result["text"] == ""
+
+
+def test_openai_switch_spellings():
+    from max_whisper.cli import openai_spellings
+
+    assert openai_spellings(["a.wav", "--word_timestamps", "True", "--fp16=False", "--verbose", "b.wav",
+                             "--condition_on_previous_text", "false", "--highlight_words"]) == [
+        "a.wav", "--word-timestamps", "--no-fp16", "--verbose", "b.wav", "--no-condition-on-previous-text",
+        "--highlight-words"]

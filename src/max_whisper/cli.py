@@ -247,13 +247,15 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def openai_spellings(argv: list[str]) -> list[str]:
+    """`argv` with each switch given a True/False value (`--word_timestamps True`, `--fp16=False`) as a flag."""
     out, i = [], 0
     while i < len(argv):
-        name = argv[i][2:].replace("-", "_") if argv[i].startswith("--") else None
-        value = argv[i + 1].lower() if i + 1 < len(argv) else None
-        if name in _SWITCHES and value in _TRUE | _FALSE:
-            out.append(("--" if value in _TRUE else "--no-") + name.replace("_", "-"))
-            i += 2
+        name, joined, value = argv[i][2:].replace("-", "_").partition("=") if argv[i].startswith("--") else (None, "", "")
+        if not joined:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        if name in _SWITCHES and value.lower() in _TRUE | _FALSE:
+            out.append(("--" if value.lower() in _TRUE else "--no-") + name.replace("_", "-"))
+            i += 1 if joined else 2
         elif name in _SWITCHES:
             out.append("--" + name.replace("_", "-"))
             i += 1

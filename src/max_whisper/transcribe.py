@@ -97,6 +97,8 @@ class TranscribeOptions:
         if any(t < 0 for t in clips) or list(clips) != sorted(clips):
             raise WhisperError(f"clip_timestamps must be increasing and not negative, got {self.clip_timestamps}")
         object.__setattr__(self, "clip_timestamps", tuple(float(t) for t in clips))
+        if self.clip_timestamps not in ((), (0.0,)) and self.batch_size is not None:
+            raise WhisperError("clip_timestamps needs the sequential loop (no batch_size)")
         if self.hallucination_silence_threshold is not None and (not self.decoding.word_timestamps
                                                                  or self.batch_size is not None):
             raise WhisperError("hallucination_silence_threshold needs word_timestamps and the sequential loop "
