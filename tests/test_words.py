@@ -293,3 +293,12 @@ def test_openai_switch_spellings():
                              "--condition_on_previous_text", "false", "--highlight_words"]) == [
         "a.wav", "--word-timestamps", "--no-fp16", "--verbose", "b.wav", "--no-condition-on-previous-text",
         "--highlight-words"]
+
+
+def test_cli_passes_clip_timestamps_only_when_given():
+    """Backends without clip_timestamps (transformers) still run the default command line."""
+    from max_whisper.cli import build_parser, transcribe_options
+
+    assert "clip_timestamps" not in transcribe_options(build_parser().parse_args(["transcribe", "a.wav"]))
+    given = build_parser().parse_args(["transcribe", "a.wav", "--clip_timestamps", "1,5"])
+    assert transcribe_options(given)["clip_timestamps"] == "1,5"

@@ -171,7 +171,8 @@ def transcribe_options(args: argparse.Namespace) -> dict:
         "initial_prompt": args.initial_prompt, "condition_on_previous_text": args.condition_on_previous_text,
         "compression_ratio_threshold": args.compression_ratio_threshold,
         "logprob_threshold": args.logprob_threshold, "no_speech_threshold": args.no_speech_threshold,
-        "without_timestamps": args.without_timestamps or None, "clip_timestamps": args.clip_timestamps,
+        "without_timestamps": args.without_timestamps or None,
+        "clip_timestamps": None if args.clip_timestamps.strip() == "0" else args.clip_timestamps,  # "0": all of it
         "batch_size": args.batch_size,
     }
     if args.word_timestamps:
