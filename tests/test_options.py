@@ -62,7 +62,7 @@ def test_condition_on_previous_text_equal(tiny, tiny_ref, two_windows, condition
     prompts = []
     decode = tiny.decode_windows
     monkeypatch.setattr(tiny, "decode_windows",
-                        lambda mels, options: prompts.append(options.prompt) or decode(mels, options))
+                        lambda mels, options, **kw: prompts.append(options.prompt) or decode(mels, options, **kw))
     ours = tiny.transcribe(two_windows, condition_on_previous_text=condition)
     theirs = whisper.transcribe(tiny_ref, two_windows, fp16=False, condition_on_previous_text=condition)
     assert tokens(ours) == tokens(theirs) and len(prompts) >= 2
