@@ -29,11 +29,15 @@ def build_alignment(dims: ModelDimensions, w: GraphWeights, dtype: DType, device
     over the audio frames, normalised per frame over the tokens, median-filtered along time and averaged
     over the heads, float32. Frames past a row's audio hold no meaning."""
     int64, f32 = DType.int64, DType.float32
-    inputs = [*cross_types(dims, dtype, device, "run_rows"), TensorType(int64, ["batch"], device), TensorType(int64, ["batch", "seq"], device),
-              TensorType(int64, ["batch", "seq"], device), TensorType(int64, [], device),
-              TensorType(dtype, ["seq", "seq"], device), TensorType(f32, ["batch", dims.n_audio_ctx], device),
-              TensorType(f32, ["batch", "seq"], device),
-              TensorType(int64, ["batch", median_width, dims.n_audio_ctx], device)]
+    inputs = [*cross_types(dims, dtype, device, "run_rows"),
+              TensorType(int64, ["batch"], device),  # rows
+              TensorType(int64, ["batch", "seq"], device),  # tokens
+              TensorType(int64, ["batch", "seq"], device),  # targets
+              TensorType(int64, [], device),  # end of text
+              TensorType(dtype, ["seq", "seq"], device),  # causal mask
+              TensorType(f32, ["batch", dims.n_audio_ctx], device),  # frame mask
+              TensorType(f32, ["batch", "seq"], device),  # token weight
+              TensorType(int64, ["batch", median_width, dims.n_audio_ctx], device)]  # reflected neighbours
     with Graph("whisper_alignment", input_types=inputs) as g:
         cross_k, cross_v, rows, tokens, targets, eot, mask, frame_mask, token_weight, reflected = (
             v.tensor for v in g.inputs)
