@@ -53,12 +53,19 @@ class WordOptions:
         self.punctuation = self.prepend_punctuations + self.append_punctuations
 
 
+def segment_ends(tokens: list[int], timestamp_begin: int) -> tuple[list[int], bool]:
+    """Where openai-whisper splits a window's decoded tokens into segments: after each pair of consecutive
+    timestamps (the indices of the pairs' second tokens), and whether the tokens end with a single timestamp
+    (the window's last segment is then finished, with no speech after it)."""
+    is_ts = [t >= timestamp_begin for t in tokens]
+    pairs = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    return pairs, is_ts[-2:] == [False, True]
+
+
 def aligned_tokens(tokens: list[int], timestamp_begin: int) -> list[int]:
     """The part of a window's decoded tokens that becomes its segments, hence is aligned: all of them, or,
     where the window ends inside an unfinished segment, those up to its last pair of timestamps."""
-    is_ts = [t >= timestamp_begin for t in tokens]
-    pairs = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
-    single_timestamp_ending = is_ts[-2:] == [False, True]
+    pairs, single_timestamp_ending = segment_ends(tokens, timestamp_begin)
     if pairs and not single_timestamp_ending:
         return tokens[:pairs[-1]]
     return tokens

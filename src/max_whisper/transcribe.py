@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence, cast
 import numpy as np
 
 from .alignment import (APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, WordOptions, add_word_timestamps,
-                        find_alignment)
+                        find_alignment, segment_ends)
 from .audio import N_SAMPLES, SAMPLE_RATE, load_audio, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult
 from .errors import WhisperError
@@ -426,9 +426,7 @@ def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segm
                 "compression_ratio": result.compression_ratio, "no_speech_prob": result.no_speech_prob}
 
     segments: list[dict] = []
-    is_ts = tokens >= ts_begin
-    single_timestamp_ending = is_ts[-2:].tolist() == [False, True]
-    consecutive = (np.nonzero(is_ts[:-1] & is_ts[1:])[0] + 1).tolist()
+    consecutive, single_timestamp_ending = segment_ends(result.tokens, ts_begin)
     if consecutive:
         slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
         last_slice = 0
@@ -447,7 +445,7 @@ def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segm
                 segments.append(new_segment(start, time_offset + segment_size * HOP_LENGTH / SAMPLE_RATE, tail))
     else:
         duration = segment_size * HOP_LENGTH / SAMPLE_RATE
-        stamps = tokens[is_ts]
+        stamps = tokens[tokens >= ts_begin]
         if len(stamps) > 0 and int(stamps[-1]) != ts_begin:
             duration = (int(stamps[-1]) - ts_begin) * time_precision
         segments.append(new_segment(time_offset, time_offset + duration, tokens))
