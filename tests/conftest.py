@@ -154,40 +154,14 @@ def random_checkpoint(dims, tokenizer: Path, seed: int = 0):
     sinusoidal positions as openai-whisper makes them), named as openai-whisper names them."""
     from whisper.model import sinusoids
 
-    from max_whisper.weights import Checkpoint, expected_state_names
+    from max_whisper.weights import Checkpoint, state_shapes
 
     rng = np.random.default_rng(seed)
-    shapes = _state_shapes(dims)
     state = {}
-    for name in sorted(expected_state_names(dims)):
-        shape = shapes(name)
+    for name, shape in state_shapes(dims).items():
         value = rng.normal(0.0, 0.02, shape).astype(np.float32)
         if name.endswith(("ln.weight", "ln_post.weight", "attn_ln.weight", "mlp_ln.weight")):
             value += 1.0
         state[name] = value
     state["encoder.positional_embedding"] = sinusoids(dims.n_audio_ctx, dims.n_audio_state).numpy()
     return Checkpoint(dims, state, tokenizer, f"random {seed}")
-
-
-def _state_shapes(dims):
-    """The shape of each of openai-whisper's parameters for `dims`."""
-    def shape(name: str) -> tuple[int, ...]:
-        d = dims.n_audio_state if name.startswith("encoder.") else dims.n_text_state
-        if name.startswith("encoder.conv"):
-            in_channels = dims.n_mels if name.startswith("encoder.conv1") else d
-            return (d, in_channels, 3) if name.endswith("weight") else (d,)
-        if name == "encoder.positional_embedding":
-            return (dims.n_audio_ctx, d)
-        if name == "decoder.positional_embedding":
-            return (dims.n_text_ctx, d)
-        if name == "decoder.token_embedding.weight":
-            return (dims.n_vocab, d)
-        if ".mlp.0." in name:
-            return (4 * d, d) if name.endswith("weight") else (4 * d,)
-        if ".mlp.2." in name:
-            return (d, 4 * d) if name.endswith("weight") else (d,)
-        if name.endswith("weight") and ("attn." in name and "_ln" not in name):
-            return (d, d)
-        return (d,)  # biases and layer norms
-
-    return shape

@@ -115,9 +115,14 @@ def test_bench_gpu_without_gpu_fails_clearly(speech, capsys, monkeypatch):
     assert "--devices gpu: MAX finds no GPU on this machine" in capsys.readouterr().err
 
 
-def test_float16_needs_a_gpu():
-    with pytest.raises(WhisperError, match="dtype float16 needs device gpu"):
-        mw.load_model("tiny.en", dtype="float16")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_needs_a_gpu(dtype):
+    with pytest.raises(WhisperError, match=f"dtype {dtype} needs device gpu"):
+        mw.load_model("tiny.en", dtype=dtype)
+
+
+def test_the_default_dtype_on_the_cpu_is_float32(tiny):
+    assert tiny.dtype == "float32"
 
 
 def test_unknown_dtype():

@@ -58,6 +58,35 @@ def test_shipped_graphs_are_what_this_code_builds(tiny, target):
     assert len(manifest["graphs"]) == len(names)
 
 
+def architecture_sets() -> list:
+    return sorted(p.parent for arch in GPU_ARCHS
+                  for p in (SHIPPED / f"{arch}-{GPU_HOST_LEVEL}-max-{version('max')}").glob("*/manifest.json"))
+
+
+@pytest.mark.parametrize("folder", architecture_sets(), ids=lambda p: p.name)
+def test_shipped_architecture_sets_are_what_this_code_builds(folder):
+    """Each architecture's set (<name>-<dtype>) holds its GPU graphs with the bodies this code builds, for
+    weights of that shape (graphs hold none)."""
+    import numpy as np
+    from max.dtype import DType
+
+    from max_whisper.graph import BUILDERS, GraphWeights
+    from max_whisper.graph.layers import FLOAT32_COPY
+    from max_whisper.models import ARCHITECTURES
+    from max_whisper.weights import state_shapes
+
+    name, dtype = folder.name.rsplit("-", 1)
+    dims, dtype = ARCHITECTURES[name], getattr(DType, dtype)
+    shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in state_shapes(dims).items()}  # shapes, no memory
+    shapes.update({k + FLOAT32_COPY: v for k, v in shapes.items()})
+    store = MefStore.for_import([folder], verify_body=True)
+    for graph_name in GPU_GRAPHS:
+        graph = BUILDERS[graph_name](dims, GraphWeights(shapes, dtype, DeviceRef.GPU()), dtype, DeviceRef.GPU())
+        artifact = store.claim_import(graph)
+        assert (folder / f"{artifact.name}.xz").is_file()
+    assert len(json.loads((folder / "manifest.json").read_text())["graphs"]) == len(GPU_GRAPHS)
+
+
 @needs_shipped_cpu
 def test_default_model_loads_shipped_graphs(tiny):
     loaded = {name: tiny.session.sources[name] for name in ("encoder", "cross_kv", "decoder", "decoder_row")}  # reorder: on first use

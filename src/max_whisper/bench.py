@@ -41,7 +41,7 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--runs", type=int, default=5, help="timed runs per backend (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     b.add_argument("--beam-size", type=int, default=None, help="beam search (default: greedy)")
-    b.add_argument("--dtype", default=None, help="MAX dtype on the GPU (default float32)")
+    b.add_argument("--dtype", default="auto", help="MAX dtype on the GPU (default auto: bfloat16)")
     b.add_argument("--batch-size", type=int, default=None,
                    help="also time the max backend's throughput mode with this many windows per batch")
     b.add_argument("--files-at-once", type=int, default=None, metavar="N",
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             for mode in modes:
                 config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
                           "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
-                          "dtype": args.dtype if device == "gpu" and args.dtype else "float32",
+                          "dtype": args.dtype if device == "gpu" else "float32",
                           "compiled": compiled if backend == "max" else None, "batching": None, **mode}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
@@ -125,12 +125,14 @@ def _worker(config: dict) -> int:
 
     from .audio import SAMPLE_RATE, load_audio
     from .backends import load_model
+    from .runtime.device import decoding_rows
 
     gpu = GpuMemory() if config["device"] == "gpu" else None
     audio = [load_audio(p) for p in config["audio"]]
     start = time.perf_counter()
+    windows = config.get("files_at_once") or config.get("batch_size") or 1
     model = load_model(config["model"], device=config["device"], backend=config["backend"], dtype=config["dtype"],
-                       compiled=config.get("compiled"))
+                       compiled=config.get("compiled"), rows=decoding_rows(windows, config["beam_size"]))
     load_s = time.perf_counter() - start
     options = {"temperature": 0.0, "beam_size": config["beam_size"]}
     if config.get("batch_size"):

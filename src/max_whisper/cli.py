@@ -27,6 +27,7 @@ AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".
                     ".webm", ".mp4", ".mkv", ".mov", ".amr", ".3gp"}
 
 
+DTYPES = ["auto", "float32", "bfloat16", "float16"]  # runtime.device's, without importing MAX to parse arguments
 MODEL_HELP = ("a model name (default tiny.en; `max-whisper models` lists them and where each loads from) or the path "
               "of a model folder or .pt file")
 
@@ -44,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample", action="store_true", help="transcribe the bundled 11 s sample")
     t.add_argument("--model", default="tiny.en", help=MODEL_HELP)
     t.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
-    t.add_argument("--dtype", default="float32", choices=["float32", "float16"],
-                   help="MAX weights and activations; float16 only with --device gpu (default float32: on an "
-                        "H100 it was both faster and token-exact, see docs/measurements.md)")
+    t.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="MAX weights and activations (default auto: float32 on the CPU, its only dtype; bfloat16 "
+                        "on a GPU, see docs/measurements.md)")
     t.add_argument("--backend", default="max", choices=BACKENDS,
                    help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
                         "reference: openai-whisper; faster-whisper: CTranslate2; transformers: Hugging Face")
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--model", default="tiny.en", help=MODEL_HELP)
     v.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
-    v.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    v.add_argument("--dtype", default="auto", choices=DTYPES)
     v.add_argument("--max-upload-mb", type=float, default=25.0, help="largest accepted upload (default 25)")
     v.add_argument("--max-batch", type=_positive_int, default=8,
                    help="most 30 s windows, from concurrent requests, decoded together (default 8)")
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out", type=Path, help="folder to write the compiled graphs to")
     c.add_argument("--model", default="tiny.en", help=MODEL_HELP)
     c.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
-    c.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    c.add_argument("--dtype", default="auto", choices=DTYPES)
     c.add_argument("--gpu-arch", default=None, metavar="SM",
                    help="compile for this NVIDIA architecture (sm_80, sm_90, ...) without such a GPU here")
     c.add_argument("--cpu-target", default=None, metavar="CPU",
@@ -345,8 +346,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     failures = len(problems)
     if not files:
         return 1
+    from .runtime.device import decoding_rows
+
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, backend=args.backend, dtype=dtype, compiled=compiled_dirs(args))
+    model = load_model(args.model, device=args.device, backend=args.backend, dtype=dtype, compiled=compiled_dirs(args),
+                       rows=decoding_rows(max(args.files_at_once, args.batch_size or 1), args.beam_size, args.best_of))
     print(f"loaded {args.model} ({args.backend}) on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     if isinstance(model, WhisperModel):  # a language or task the model lacks fails here, not once per file
         model.tokenizer(options.get("language"), options.get("task"))
@@ -463,7 +467,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise WhisperError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     start = time.perf_counter()
-    model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
+    from .runtime.device import decoding_rows
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args),
+                       rows=decoding_rows(args.max_batch))
     print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     serve(model, ServerOptions(model_name=str(args.model), max_upload_mb=args.max_upload_mb,
                                max_batch=args.max_batch, max_queue=args.max_queue,

@@ -16,6 +16,7 @@ from .features import N_FRAMES
 from .rules import N_TIMESTAMPS
 from .models import alignment_heads
 from .runtime import Aligner, CachedDecoder, Encoder, GraphSession, make_decoder
+from .runtime.device import DEFAULT_ROWS
 from .tokenizer import Tokenizer, check_english_only, get_tokenizer
 from .transcribe import Progress, transcribe
 from .weights import Checkpoint
@@ -27,17 +28,17 @@ class WhisperModel:
 
     backend = "max"
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32", step_graph: bool | None = None,
-                 compiled: list[str] | None = None):
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", step_graph: bool | None = None,
+                 compiled: list[str] | None = None, rows: int = DEFAULT_ROWS):
         self.checkpoint = ckpt
         self.dims = ckpt.dims
         self.device = device
-        self.dtype = dtype
         tok = get_tokenizer(ckpt.tokenizer_file, self.dims.is_multilingual, self.dims.num_languages)  # fail early
         if tok.timestamp_begin != self.dims.n_vocab - N_TIMESTAMPS:  # the graphs' token choice relies on it
             raise WhisperError(f"tokenizer's timestamps start at {tok.timestamp_begin}, not at the vocabulary's "
                                f"last {N_TIMESTAMPS} tokens ({self.dims.n_vocab - N_TIMESTAMPS}): not a Whisper tokenizer for this model")
-        self.session = GraphSession(ckpt, device=device, dtype=dtype, compiled=compiled)
+        self.session = GraphSession(ckpt, device=device, dtype=dtype, compiled=compiled, rows=rows)
+        self.dtype = self.session.dtype.name  # "auto" resolved
         self.encoder = Encoder(self.session)
         self.decoder: CachedDecoder = make_decoder(self.session, step_graph)
         self.aligner = Aligner(self.session, alignment_heads(ckpt))

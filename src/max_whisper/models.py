@@ -34,6 +34,26 @@ HUB_REPOS = {
     "distil-small.en": "distil-whisper/distil-small.en",
 }
 ALIASES = {"turbo": "large-v3-turbo", "large": "large-v3"}
+
+
+def _dims(n_mels: int, n_vocab: int, width: int, heads: int, audio_layers: int, text_layers: int) -> ModelDimensions:
+    return ModelDimensions(n_mels=n_mels, n_audio_ctx=1500, n_audio_state=width, n_audio_head=heads,
+                           n_audio_layer=audio_layers, n_vocab=n_vocab, n_text_ctx=448, n_text_state=width,
+                           n_text_head=heads, n_text_layer=text_layers)
+
+
+# Each official model's architecture (its repository's config.json), for graphs compiled ahead of time and
+# benchmarks on random weights of the true shapes.
+ARCHITECTURES = {
+    "tiny.en": _dims(80, 51864, 384, 6, 4, 4), "tiny": _dims(80, 51865, 384, 6, 4, 4),
+    "base.en": _dims(80, 51864, 512, 8, 6, 6), "base": _dims(80, 51865, 512, 8, 6, 6),
+    "small.en": _dims(80, 51864, 768, 12, 12, 12), "small": _dims(80, 51865, 768, 12, 12, 12),
+    "medium.en": _dims(80, 51864, 1024, 16, 24, 24), "medium": _dims(80, 51865, 1024, 16, 24, 24),
+    "large-v1": _dims(80, 51865, 1280, 20, 32, 32), "large-v2": _dims(80, 51865, 1280, 20, 32, 32),
+    "large-v3": _dims(128, 51866, 1280, 20, 32, 32), "large-v3-turbo": _dims(128, 51866, 1280, 20, 32, 4),
+    "distil-large-v3": _dims(128, 51866, 1280, 20, 32, 2), "distil-large-v3.5": _dims(128, 51866, 1280, 20, 32, 2),
+    "distil-small.en": _dims(80, 51864, 768, 12, 12, 4),
+}
 # The files a model needs from its repository (not the float32 copies, the Flax or TensorFlow weights).
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "model.safetensors",
              "model.safetensors.index.json", "model-*-of-*.safetensors"]

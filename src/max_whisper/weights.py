@@ -374,6 +374,30 @@ def expected_state_names(dims: ModelDimensions) -> set[str]:
     return names
 
 
+def state_shapes(dims: ModelDimensions) -> dict[str, tuple[int, ...]]:
+    """The shape of each of openai-whisper's parameters for these dimensions."""
+    def shape(name: str) -> tuple[int, ...]:
+        d = dims.n_audio_state if name.startswith("encoder.") else dims.n_text_state
+        if name.startswith("encoder.conv"):
+            in_channels = dims.n_mels if name.startswith("encoder.conv1") else d
+            return (d, in_channels, 3) if name.endswith("weight") else (d,)
+        if name == "encoder.positional_embedding":
+            return (dims.n_audio_ctx, d)
+        if name == "decoder.positional_embedding":
+            return (dims.n_text_ctx, d)
+        if name == "decoder.token_embedding.weight":
+            return (dims.n_vocab, d)
+        if ".mlp.0." in name:
+            return (4 * d, d) if name.endswith("weight") else (4 * d,)
+        if ".mlp.2." in name:
+            return (d, 4 * d) if name.endswith("weight") else (d,)
+        if name.endswith("weight") and "attn." in name and "_ln" not in name:
+            return (d, d)
+        return (d,)  # biases and layer norms
+
+    return {name: shape(name) for name in sorted(expected_state_names(dims))}
+
+
 def validate(ckpt: Checkpoint) -> Checkpoint:
     """Refuse checkpoints with missing or extra parameters: no silent partial loads."""
     want = expected_state_names(ckpt.dims)

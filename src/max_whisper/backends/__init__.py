@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import WhisperError
 from ..models import load_checkpoint
+from ..runtime.device import DEFAULT_ROWS
 
 BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers")
 
@@ -34,14 +35,15 @@ class Backend(Protocol):
         ...
 
 
-def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "float32",
-               compiled: list[str] | None = None) -> Backend:
-    """Load `name` (tiny.en, base, or a path) for `device` (cpu or gpu) on `backend`; the max backend
-    takes graphs compiled ahead of time from the `compiled` directories."""
+def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str = "max", dtype: str = "auto",
+               compiled: list[str] | None = None, rows: int = DEFAULT_ROWS) -> Backend:
+    """Load `name` (a model name or a path) for `device` (cpu or gpu) on `backend`; the max backend takes
+    graphs compiled ahead of time from the `compiled` directories, and sizes its GPU memory for `rows`
+    decoding rows at once."""
     if backend == "max":
         from ..engine import WhisperModel
 
-        return WhisperModel(load_checkpoint(name), device=device, dtype=dtype, compiled=compiled)
+        return WhisperModel(load_checkpoint(name), device=device, dtype=dtype, compiled=compiled, rows=rows)
     if backend not in BACKENDS:
         raise WhisperError(f"unknown backend '{backend}': use one of {', '.join(BACKENDS)}")
     from . import peers

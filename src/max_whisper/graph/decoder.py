@@ -24,7 +24,8 @@ from max.graph import BufferType, DeviceRef, Graph, TensorType, TensorValue, ops
 
 from .. import rules
 from ..weights import ModelDimensions
-from .layers import GraphWeights, attention, embed, layer_norm, linear, merge_heads, mlp, row_product, split_heads
+from .layers import (FLOAT32_COPY, GraphWeights, attention, embed, layer_norm, linear, merge_heads, mlp, row_product,
+                     split_heads)
 
 
 def build_cross_kv(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef,
@@ -186,8 +187,13 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
 
 
 def vocab_logits(w: GraphWeights, x: TensorValue, one_row: bool = False) -> TensorValue:
-    """Final layer norm, then logits against the token embedding (tied weights)."""
-    x, embedding = layer_norm(w, "decoder.ln", x), w("decoder.token_embedding.weight")
+    """Final layer norm, then logits against the token embedding (tied weights). In float32 whatever the
+    weights' dtype: bfloat16's 8-bit mantissa rounds logits near 20 to steps of 0.125, which would tie and
+    swap close candidates (float16 logits, as openai-whisper computes them, are 8 times finer)."""
+    x, name = layer_norm(w, "decoder.ln", x), "decoder.token_embedding.weight"
+    if w.dtype != DType.float32:
+        x, name = ops.cast(x, DType.float32), name + FLOAT32_COPY
+    embedding = w(name)
     return row_product(x, embedding) if one_row else x @ ops.transpose(embedding, 0, 1)
 
 

@@ -7,8 +7,13 @@ import numpy as np
 from max.dtype import DType
 from max.graph import DeviceRef, StaticDim, TensorValue, Weight, ops
 from max.graph.type import FilterLayout
+from max.nn.attention import MHAMaskVariant
+from max.nn.kernels import flash_attention_gpu
 
 LN_EPS = 1e-5
+# A weight that 16-bit graphs also read in float32 is in the state a second time, its name with this suffix.
+FLOAT32_COPY = ":float32"
+FLOAT32_WEIGHTS = ("decoder.token_embedding.weight",)  # the vocabulary projection: logits in float32
 
 class GraphWeights:
     """Creates graph weights on first use, named as in the checkpoint; remembers which were used."""
@@ -19,7 +24,8 @@ class GraphWeights:
 
     def __call__(self, name: str) -> Weight:
         if name not in self.used:
-            self.used[name] = Weight(name, self.dtype, self.state[name].shape, self.device)
+            dtype = DType.float32 if name.endswith(FLOAT32_COPY) else self.dtype
+            self.used[name] = Weight(name, dtype, self.state[name].shape, self.device)
         return self.used[name]
 
     def registry(self) -> dict[str, np.ndarray]:
@@ -111,6 +117,35 @@ def attention(q: TensorValue, k: TensorValue, v: TensorValue, mask: TensorValue 
     else:
         out = weights @ v
     return out if dtype == DType.float32 else ops.cast(out, dtype)
+
+
+def fused_self_attention(q: TensorValue, k: TensorValue, v: TensorValue, n_head: int) -> TensorValue:
+    """Unmasked softmax(q k^T / sqrt(d_head)) v over [batch, time, d] values, as MAX's flash-attention kernel
+    (GPU, bfloat16): the scores never reach device memory, and the heads are read in place."""
+    b, t, d = q.shape
+    q, k, v = (ops.reshape(x, [b, t, n_head, int(d) // n_head]) for x in (q, k, v))
+    out = flash_attention_gpu(q, k, v, mask_variant=MHAMaskVariant.NULL_MASK, scale=1.0 / float(np.sqrt(int(d) // n_head)))
+    return ops.reshape(out, [b, t, d])
+
+
+def conv1d_time_major(w: GraphWeights, name: str, x: TensorValue, stride: int) -> TensorValue:
+    """PyTorch Conv1d (kernel 3, padding 1, stride 1 or 2) on [batch, time, channels], as one matrix product:
+    the three taps' inputs side by side [batch, time_out, 3 * channels] against the filter as
+    [out, 3 * channels]. The GPU's matmul runs it on the tensor cores, where its convolution did not."""
+    weight = w(f"{name}.weight")  # [out, in, 3]
+    out_ch, in_ch = int(weight.shape[0]), int(weight.shape[1])
+    b, t, _ = x.shape
+    zero = ops.broadcast_to(ops.constant(0.0, x.dtype, x.device), [b, 1, in_ch])
+    padded = ops.concat([zero, x, zero], axis=1)  # [batch, time + 2, in]
+    steps = int(t) // stride
+    if stride == 1:
+        taps = ops.concat([padded[:, k:k + steps, :] for k in range(3)], axis=2)
+    else:  # output i reads padded rows 2i, 2i + 1 (side by side in a reshape) and 2i + 2
+        pairs = ops.reshape(padded[:, 0:2 * steps, :], [b, steps, 2 * in_ch])
+        third = ops.reshape(padded[:, 2:2 * steps + 2, :], [b, steps, 2 * in_ch])[:, :, 0:in_ch]
+        taps = ops.concat([pairs, third], axis=2)
+    filt = ops.reshape(ops.permute(weight, [0, 2, 1]), [out_ch, 3 * in_ch])  # tap-major, as `taps`
+    return taps @ ops.transpose(filt, 0, 1) + w(f"{name}.bias")
 
 
 def conv1d(w: GraphWeights, name: str, x: TensorValue, stride: int) -> TensorValue:

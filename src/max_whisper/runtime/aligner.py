@@ -8,6 +8,7 @@ from max.engine import Model
 
 from ..alignment import MEDIAN_FILTER_WIDTH, Alignment
 from .decoders import CachedRun
+from .device import cast
 from .session import GraphSession
 
 
@@ -40,7 +41,7 @@ class Aligner:
             tokens[k, :len(sequence)] = sequence
             token_weight[k, :len(sequence)] = 1.0
         targets = np.concatenate([tokens[:, 1:], np.full((len(tokens), 1), eot, np.int64)], axis=1)
-        mask = np.triu(np.full((width, width), -np.inf, np.float32), k=1).astype(s.dtype.to_numpy())
+        mask = cast(np.triu(np.full((width, width), -np.inf, np.float32), k=1), s.dtype)
         audio = [min(n_ctx, n // 2) for n in frames]  # attention frames: two mel frames each
         frame_mask = np.where(np.arange(n_ctx) < np.array(audio)[:, None], 0.0, -np.inf).astype(np.float32)
         reflected = np.stack([reflected_neighbours(n, n_ctx, MEDIAN_FILTER_WIDTH) for n in audio])

@@ -25,6 +25,7 @@ from max.engine import Model
 from .. import rules
 from ..errors import WhisperError
 from ..graph.decoder import STEP_INPUT, STEPS_PER_CALL
+from .device import recorded_batches
 from .session import GraphSession
 
 Choices = list[tuple[np.ndarray, np.ndarray]]  # per step: each row's token and its log probability
@@ -239,12 +240,11 @@ class RecordedRun(CachedRun):
 
 
 def recorded_batch(batch: int) -> int:
-    """The batch the recorded steps run `batch` rows on: the least of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...
-    (2^k and 3 * 2^(k-1)) that holds them, the rest padding. Each recorded batch size keeps its own device
-    memory (some hundred MB at 16 rows): every size from 1 to 16 ran out of MAX's 8 GB graph memory pool
-    on an H100, and powers of two alone padded a single file's 5 windows to 8 rows (+20 % time)."""
-    power = 1 << (batch - 1).bit_length()
-    return 3 * power // 4 if power >= 4 and 3 * power // 4 >= batch else power
+    """The batch the recorded steps run `batch` rows on: the least of `device.recorded_batches` that holds
+    them, the rest padding. Each recorded batch size keeps its own device memory (some hundred MB at 16
+    rows): every size from 1 to 16 ran out of MAX's 8 GB graph memory pool on an H100, and powers of two
+    alone padded a single file's 5 windows to 8 rows (+20 % time)."""
+    return recorded_batches(batch)[-1]
 
 
 class StepSlot:

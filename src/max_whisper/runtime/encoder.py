@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from max import driver
-from max.dtype import DType
 
-from .device import cast
 from .session import GraphSession
 
 
@@ -19,7 +17,5 @@ class Encoder:
 
     def encode(self, mel: np.ndarray) -> driver.Buffer:
         """mel [batch, n_mels, 3000] float32 -> audio features [batch, n_audio_ctx, d] on the device."""
-        mel = np.ascontiguousarray(mel, dtype=np.float32)
-        if self.session.dtype != DType.float32:
-            mel = cast(mel, self.session.dtype)
+        mel = np.ascontiguousarray(mel, dtype=np.float32)  # the 16-bit graph casts it
         return self.session.run("encoder", self.model, self.session.to_device(mel))[0]

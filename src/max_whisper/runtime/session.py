@@ -10,15 +10,17 @@ from typing import Callable
 
 import numpy as np
 from max import driver
+from max.dtype import DType
 from max._mlir_context import in_default_mlir_context  # MAX's own helper: MLIR's context is per thread
 from max.engine import ArtifactBodyMismatch, InferenceSession, MefStore, MissingArtifactError, Model
 from max.graph import DeviceRef, Graph
 
 from ..errors import WhisperError
 from ..graph import BUILDERS, GraphWeights
+from ..graph.layers import FLOAT32_COPY, FLOAT32_WEIGHTS
 from ..weights import Checkpoint
-from .device import cast, resolve_device, resolve_dtype, to_device, to_host
-from .shipped import shipped_folder, shipped_target
+from .device import DEFAULT_ROWS, cast, gpu_memory_bytes, resolve_device, resolve_dtype, to_device, to_host
+from .shipped import shipped_folders, shipped_target
 
 
 @dataclass
@@ -40,23 +42,26 @@ class GraphSession:
     `compiled`: folders of graphs compiled ahead of time (`max-whisper compile`), used instead of compiling
     here; each must hold exactly the graphs this code builds. `export_to`: a folder to write the compiled
     graphs to. Without either, graphs shipped in the package for this device are used where they hold what
-    is built here (see `shipped`), and the others are compiled (MAX caches them on disk).
+    is built here (see `shipped`), and the others are compiled (MAX caches them on disk). `rows`: the most
+    decoding rows run at once, which sizes the GPU memory (`device.gpu_memory_bytes`).
     """
 
-    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float32",
-                 compiled: list[str] | None = None, export_to: str | None = None):
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto",
+                 compiled: list[str] | None = None, export_to: str | None = None, rows: int = DEFAULT_ROWS):
         self.dims = ckpt.dims
-        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, device, ckpt.dims)
+        self.device = resolve_device(device, gpu_memory_bytes(ckpt.dims, self.dtype, rows))
         self.device_ref = DeviceRef.from_device(self.device)
-        self.dtype = resolve_dtype(dtype, self.device)
         self.state = {k: cast(v, self.dtype) for k, v in ckpt.state.items()}  # lives as long as the models
+        if self.dtype != DType.float32:
+            self.state.update({k + FLOAT32_COPY: cast(ckpt.state[k], DType.float32) for k in FLOAT32_WEIGHTS})
         for folder in compiled or []:
             if not (Path(folder) / "manifest.json").is_file():
                 raise WhisperError(f"{folder}: not a folder written by `max-whisper compile` (no manifest.json)")
         self.session = InferenceSession(devices=[self.device], export_mefs=export_to)
         self._compiled = MefStore.for_import(compiled, verify_body=True) if compiled else None
-        shipped = shipped_folder(shipped_target(self.device)) if not compiled and not export_to else None
-        self._shipped = MefStore.for_import([shipped], verify_body=True) if shipped else None
+        shipped = shipped_folders(shipped_target(self.device)) if not compiled and not export_to else []
+        self._shipped = MefStore.for_import(shipped, verify_body=True) if shipped else None
         self.timings = Timings()
         self.sources: dict[str, str] = {}  # graph -> "compiled" (here), "--compiled" or "shipped"
         self._constants: dict[tuple, driver.Buffer] = {}  # small inputs reused by every call

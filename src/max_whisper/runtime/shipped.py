@@ -2,10 +2,12 @@
 
 `max-whisper compile --cpu-target T [--device gpu --gpu-arch A]` writes MAX artifacts (MEF files and a
 manifest) for a CPU family or a GPU architecture; the package holds such folders for the default model
-(assets/compiled/<target>-max-<version>/, each MEF xz-compressed;
-`scripts/ship_compiled.py` makes them). On first use the folder for the device, and the best level this
-CPU runs, is unpacked into the user's cache. They are a cache: a graph they do not hold (another model, dtype or
-device) is compiled as usual, and tests/test_shipped.py checks they hold exactly what this code builds.
+(assets/compiled/<target>-max-<version>/, each MEF xz-compressed; `scripts/ship_compiled.py` makes them),
+and, in subfolders named <architecture>-<dtype>, the graphs of other architectures (graphs hold no weights:
+they serve every checkpoint of that shape). On first use the folders for the device, and the best level
+this CPU runs, are unpacked into the user's cache. They are a cache: a graph they do not hold (another
+model, dtype or device) is compiled as usual, and tests/test_shipped.py checks they hold exactly what this
+code builds.
 """
 
 from __future__ import annotations
@@ -63,13 +65,26 @@ def cache_root() -> Path:
 
 
 def shipped_folder(target: str | None) -> Path | None:
-    """The unpacked folder of graphs shipped for `target`, unpacking it on first use; None if none ships."""
+    """The unpacked folder of the default model's graphs shipped for `target`, unpacking it on first use;
+    None if none ships."""
     if target is None:
         return None
-    source = SHIPPED / f"{target}-max-{version('max')}"
+    return _unpacked(SHIPPED / f"{target}-max-{version('max')}", cache_root() / target)
+
+
+def shipped_folders(target: str | None) -> list[Path]:
+    """Every unpacked folder of graphs shipped for `target`: the default model's and each architecture's."""
+    main = shipped_folder(target)
+    if main is None:
+        return []
+    sets = sorted(p.parent for p in (SHIPPED / f"{target}-max-{version('max')}").glob("*/manifest.json"))
+    unpacked = (_unpacked(source, main.parent / f"{target}-{source.name}") for source in sets)
+    return [main, *(folder for folder in unpacked if folder is not None)]
+
+
+def _unpacked(source: Path, dest: Path) -> Path | None:
     if not (source / "manifest.json").is_file():
         return None
-    dest = cache_root() / target
     manifest = (source / "manifest.json").read_text()
     if (dest / "manifest.json").is_file() and (dest / "manifest.json").read_text() == manifest:
         return dest
