@@ -23,7 +23,7 @@ from max_whisper.cli import sample_path
 def main() -> None:
     p = parser(__doc__)
     add_model_args(p)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--audio", type=Path, default=sample_path(), help="default: the bundled jfk.wav")
     p.add_argument("--runs", type=int, default=10, help="encoder calls to time")
     p.add_argument("--steps", type=int, default=100, help="decoder steps to time")
