@@ -41,7 +41,7 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--runs", type=int, default=5, help="timed runs per backend (default 5)")
     b.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     b.add_argument("--beam-size", type=int, default=None, help="beam search (default: greedy)")
-    b.add_argument("--dtype", default="auto", help="MAX dtype on the GPU (default auto: bfloat16)")
+    b.add_argument("--dtype", default="auto", help="MAX dtype on the GPU (default auto: see transcribe --help)")
     b.add_argument("--batch-size", type=int, default=None,
                    help="also time the max backend's throughput mode with this many windows per batch")
     b.add_argument("--files-at-once", type=int, default=None, metavar="N",

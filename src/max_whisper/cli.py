@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="tiny.en", help=MODEL_HELP)
     t.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
     t.add_argument("--dtype", default="auto", choices=DTYPES,
-                   help="MAX weights and activations (default auto: float32 on the CPU, its only dtype; bfloat16 "
-                        "on a GPU, see docs/measurements.md)")
+                   help="MAX weights and activations (default auto: float32 on the CPU, its only dtype; on a GPU "
+                        "bfloat16 for models of width 1024 and more, float32 below; see docs/measurements.md)")
     t.add_argument("--backend", default="max", choices=BACKENDS,
                    help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
                         "reference: openai-whisper; faster-whisper: CTranslate2; transformers: Hugging Face")
