@@ -42,8 +42,14 @@ def ship(target: str) -> None:
 
 
 def ship_architecture(target: str, name: str, dtype: str, compiled: Path | None) -> None:
+    from max_whisper.models import ARCHITECTURES
+
     if target not in GPU_ARCHS:
         sys.exit(f"{target}: architecture sets ship for GPU targets ({', '.join(GPU_ARCHS)})")
+    if name not in ARCHITECTURES:
+        sys.exit(f"{name}: not an architecture ({', '.join(ARCHITECTURES)})")
+    if compiled is not None and not (compiled / "manifest.json").is_file():
+        sys.exit(f"{compiled}: no manifest.json (not a folder of compiled graphs)")
     folder, _ = _target(target)
     with tempfile.TemporaryDirectory() as tmp:
         out = compiled or Path(tmp) / "graphs"
@@ -88,12 +94,13 @@ def _target(target: str) -> tuple[str, list[str]]:
 
 def pack(graphs: Path, folder: str, versioned: bool = True) -> None:
     """Store a folder of compiled graphs (MEFs and their manifest) in the package as `folder`."""
+    if not (graphs / "manifest.json").is_file():
+        sys.exit(f"{graphs}: no manifest.json (not a folder of compiled graphs)")
     dest = SHIPPED / (f"{folder}-max-{version('max')}" if versioned else folder)
-    keep = [p for p in dest.iterdir() if p.is_dir()] if dest.is_dir() else []  # architecture sets stay
-    for old in dest.iterdir() if dest.is_dir() else []:
-        if old not in keep:
-            old.unlink()
     dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.iterdir():
+        if old.is_file():  # architecture sets (subfolders) stay
+            old.unlink()
     for mef in graphs.glob("*.mef"):
         with open(mef, "rb") as src, lzma.open(dest / f"{mef.name}.xz", "wb", preset=9) as packed:
             shutil.copyfileobj(src, packed)
@@ -112,7 +119,9 @@ if __name__ == "__main__":
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--from", dest="compiled", type=Path, help="with --architecture: graphs compiled already")
     args = p.parse_args()
-    for target in args.targets or [cpu_target(), *GPU_ARCHS]:
+    if args.compiled and not args.architecture:
+        sys.exit("--from goes with --architecture")
+    for target in args.targets or ([*GPU_ARCHS] if args.architecture else [cpu_target(), *GPU_ARCHS]):
         if args.architecture:
             ship_architecture(target, args.architecture, args.dtype, args.compiled)
         else:

@@ -87,6 +87,19 @@ def test_shipped_architecture_sets_are_what_this_code_builds(folder):
     assert len(json.loads((folder / "manifest.json").read_text())["graphs"]) == len(GPU_GRAPHS)
 
 
+def test_a_model_gets_the_default_set_and_its_own_shape_s_set(tmp_path, monkeypatch):
+    """A GPU session imports the default model's graphs and the set of its own architecture, not the others."""
+    from max_whisper.models import ARCHITECTURES
+    from max_whisper.runtime.shipped import shipped_folders
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    target = f"sm_90-{GPU_HOST_LEVEL}"
+    turbo = shipped_folders(target, ARCHITECTURES["large-v3-turbo"])
+    assert [p.name for p in turbo] == [target, f"{target}-large-v3-turbo-bfloat16"]
+    MefStore.for_import(turbo, verify_body=True)  # the two manifests load as one store
+    assert [p.name for p in shipped_folders(target, ARCHITECTURES["tiny.en"])] == [target]
+
+
 @needs_shipped_cpu
 def test_default_model_loads_shipped_graphs(tiny):
     loaded = {name: tiny.session.sources[name] for name in ("encoder", "cross_kv", "decoder", "decoder_row")}  # reorder: on first use

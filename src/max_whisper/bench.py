@@ -162,7 +162,10 @@ def _worker(config: dict) -> int:
         results = transcribe_all()
         walls.append(time.perf_counter() - t0)
         graph.append(model.max_graph_seconds() - g0)
+    from .engine import WhisperModel
+
     print(json.dumps({
+        **({"dtype": model.dtype} if isinstance(model, WhisperModel) else {}),  # "auto" resolved
         "load_s": load_s, "walls_s": walls, "max_graph_s": graph,
         "audio_s": sum(len(a) for a in audio) / SAMPLE_RATE,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

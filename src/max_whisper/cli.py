@@ -21,13 +21,14 @@ from .errors import WhisperError, describe, file_error
 from .tokenizer import language_code
 from .alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from .outputs import FORMATS, SubtitleOptions, format_timestamp, write_result
+from .runtime.device import DTYPES as DEVICE_DTYPES
 
 # Extensions picked up when a directory is given (files named explicitly may have any).
 AUDIO_EXTENSIONS = {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif",
                     ".webm", ".mp4", ".mkv", ".mov", ".amr", ".3gp"}
 
 
-DTYPES = ["auto", "float32", "bfloat16", "float16"]  # runtime.device's, without importing MAX to parse arguments
+DTYPES = ["auto", *DEVICE_DTYPES]
 MODEL_HELP = ("a model name (default tiny.en; `max-whisper models` lists them and where each loads from) or the path "
               "of a model folder or .pt file")
 

@@ -90,7 +90,7 @@ class HybridModel(ReferenceModel):
     def _load_weights(self, model, torch, ckpt: Checkpoint) -> None:
         from ..runtime import Encoder, GraphSession
 
-        self.session = GraphSession(ckpt, device=self.device)
+        self.session = GraphSession(ckpt, device=self.device, dtype="float32")  # as openai-whisper's fp32 decoder
         self.encoder = Encoder(self.session)
         model.encoder = MaxEncoder(self.encoder, torch)  # drops the PyTorch encoder before any use
         prefix = "decoder."

@@ -129,7 +129,8 @@ def fused_self_attention(q: TensorValue, k: TensorValue, v: TensorValue, n_head:
 
 
 def conv1d_time_major(w: GraphWeights, name: str, x: TensorValue, stride: int) -> TensorValue:
-    """PyTorch Conv1d (kernel 3, padding 1, stride 1 or 2) on [batch, time, channels], as one matrix product:
+    """PyTorch Conv1d (kernel 3, padding 1, stride 1, or 2 over an even time) on [batch, time, channels], as one
+    matrix product:
     the three taps' inputs side by side [batch, time_out, 3 * channels] against the filter as
     [out, 3 * channels]. The GPU's matmul runs it on the tensor cores, where its convolution did not."""
     weight = w(f"{name}.weight")  # [out, in, 3]

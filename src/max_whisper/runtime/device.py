@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TypeAlias
 
 import numpy as np
@@ -25,16 +26,25 @@ def decoding_rows(windows: int, beam_size: int | None = None, best_of: int | Non
     return max(DEFAULT_ROWS, windows * max(beam_size or 1, best_of or 5))
 
 
+_pool_set_here: int | None = None  # the pool size this process set (the first GPU model's)
+
+
 def resolve_device(device: str, pool_bytes: int | None = None) -> driver.Device:
     """A MAX device by name. On a GPU, MAX's memory pool (everything the graphs allocate, fixed once the first
     GPU context exists, so for the whole process) is `pool_bytes` unless the environment sets it (bytes or
     percent of the GPU, `POOL_VARIABLES`): uncapped, recording a step made it take most of the GPU (74 of
     80 GB on an H100), and MAX 26.7 caps it at a tenth of the GPU by default."""
+    global _pool_set_here
     if device == "cpu":
         return driver.CPU()
     if device in ("gpu", "cuda"):
         if pool_bytes is not None and not any(v in os.environ for v in POOL_VARIABLES):
             os.environ[POOL_VARIABLES[0]] = str(pool_bytes)
+            _pool_set_here = pool_bytes
+        elif pool_bytes is not None and _pool_set_here is not None and pool_bytes > _pool_set_here:
+            warnings.warn(f"this model needs a GPU memory pool of {pool_bytes / 1e9:.1f} GB, but the process's was "
+                          f"sized for its first model ({_pool_set_here / 1e9:.1f} GB); set {POOL_VARIABLES[0]} "
+                          "to run both")
         if driver.accelerator_count() == 0:
             raise WhisperError("device 'gpu' requested but MAX finds no GPU on this machine")
         return driver.Accelerator()
@@ -44,7 +54,10 @@ def resolve_device(device: str, pool_bytes: int | None = None) -> driver.Device:
 def recorded_batches(rows: int) -> list[int]:
     """The batch sizes the recorded steps run up to `rows` rows on: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (2^k and
     3 * 2^(k-1)), each keeping its own buffers (`decoders.StepSlot`)."""
-    sizes = sorted({1 << k for k in range(12)} | {3 << k for k in range(11)})
+    sizes, power = [1, 2], 4
+    while sizes[-1] < rows:
+        sizes += [3 * power // 4, power]
+        power *= 2
     return [n for n in sizes if n < rows] + [next(n for n in sizes if n >= rows)]
 
 
@@ -55,6 +68,8 @@ def gpu_memory_bytes(dims: ModelDimensions, dtype: DType, rows: int = DEFAULT_RO
     where they are written out, in float32); 1.5 times that, for the graphs' other temporaries."""
     size = dtype.size_in_bytes
     weights = sum(int(np.prod(shape)) for shape in state_shapes(dims).values()) * size
+    if dtype != DType.float32:  # the float32 copy of the token embedding (graph.layers.FLOAT32_WEIGHTS)
+        weights += dims.n_vocab * dims.n_text_state * 4
     per_row = dims.n_text_layer * dims.n_text_state * size * (2 * dims.n_text_ctx + 3 * dims.n_audio_ctx)
     buffered_rows = sum(recorded_batches(rows)) + rows
     activations = rows * dims.n_audio_ctx * 8 * dims.n_audio_state * size

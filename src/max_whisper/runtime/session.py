@@ -50,7 +50,7 @@ class GraphSession:
                  compiled: list[str] | None = None, export_to: str | None = None, rows: int = DEFAULT_ROWS):
         self.dims = ckpt.dims
         self.dtype = resolve_dtype(dtype, device, ckpt.dims)
-        self.device = resolve_device(device, gpu_memory_bytes(ckpt.dims, self.dtype, rows))
+        self.device = resolve_device(device, gpu_memory_bytes(ckpt.dims, self.dtype, rows) if device != "cpu" else None)
         self.device_ref = DeviceRef.from_device(self.device)
         self.state = {k: cast(v, self.dtype) for k, v in ckpt.state.items()}  # lives as long as the models
         if self.dtype != DType.float32:
@@ -60,7 +60,7 @@ class GraphSession:
                 raise WhisperError(f"{folder}: not a folder written by `max-whisper compile` (no manifest.json)")
         self.session = InferenceSession(devices=[self.device], export_mefs=export_to)
         self._compiled = MefStore.for_import(compiled, verify_body=True) if compiled else None
-        shipped = shipped_folders(shipped_target(self.device)) if not compiled and not export_to else []
+        shipped = shipped_folders(shipped_target(self.device), ckpt.dims) if not compiled and not export_to else []
         self._shipped = MefStore.for_import(shipped, verify_body=True) if shipped else None
         self.timings = Timings()
         self.sources: dict[str, str] = {}  # graph -> "compiled" (here), "--compiled" or "shipped"

@@ -21,6 +21,9 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
+from ..models import ARCHITECTURES
+from ..weights import ModelDimensions
+
 SHIPPED = Path(__file__).parent.parent / "assets" / "compiled"
 
 # x86-64 micro-architecture levels, best first, and the CPU flags (as Linux names them) each needs.
@@ -72,12 +75,15 @@ def shipped_folder(target: str | None) -> Path | None:
     return _unpacked(SHIPPED / f"{target}-max-{version('max')}", cache_root() / target)
 
 
-def shipped_folders(target: str | None) -> list[Path]:
-    """Every unpacked folder of graphs shipped for `target`: the default model's and each architecture's."""
+def shipped_folders(target: str | None, dims: ModelDimensions) -> list[Path]:
+    """The unpacked folders of graphs shipped for `target` that can serve a model of `dims`: the default
+    model's, and the set of the architecture of that shape if one ships (sets of other shapes stay packed:
+    two sets could hold graphs of one name and signature with different bodies)."""
     main = shipped_folder(target)
     if main is None:
         return []
-    sets = sorted(p.parent for p in (SHIPPED / f"{target}-max-{version('max')}").glob("*/manifest.json"))
+    sets = sorted(p.parent for p in (SHIPPED / f"{target}-max-{version('max')}").glob("*/manifest.json")
+                  if ARCHITECTURES.get(p.parent.name.rsplit("-", 1)[0]) == dims)
     unpacked = (_unpacked(source, main.parent / f"{target}-{source.name}") for source in sets)
     return [main, *(folder for folder in unpacked if folder is not None)]
 
