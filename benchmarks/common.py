@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -94,6 +96,15 @@ def references(speech: Path) -> dict[str, str]:
 def first_window(audio: np.ndarray, n_mels: int = 80) -> np.ndarray:
     """The log-mel of a recording's first 30 s, padded to one window [n_mels, 3000]."""
     return mw.pad_or_trim(mw.log_mel_spectrogram(audio[:N_SAMPLES], n_mels), N_FRAMES)
+
+
+def process_gpu_memory_mb(pid: int | None = None) -> float | None:
+    """The GPU memory nvidia-smi reports for a process (default: this one), None where it lists none."""
+    pid = os.getpid() if pid is None else pid
+    rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    used = [float(m) for p, m in (r.split(", ") for r in rows if r) if int(p) == pid]
+    return sum(used) if used else None
 
 
 def write_json(path: Path, obj: object) -> None:

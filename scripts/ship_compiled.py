@@ -48,8 +48,6 @@ def ship_architecture(target: str, name: str, dtype: str, compiled: Path | None)
         sys.exit(f"{target}: architecture sets ship for GPU targets ({', '.join(GPU_ARCHS)})")
     if name not in ARCHITECTURES:
         sys.exit(f"{name}: not an architecture ({', '.join(ARCHITECTURES)})")
-    if compiled is not None and not (compiled / "manifest.json").is_file():
-        sys.exit(f"{compiled}: no manifest.json (not a folder of compiled graphs)")
     folder, _ = _target(target)
     with tempfile.TemporaryDirectory() as tmp:
         out = compiled or Path(tmp) / "graphs"

@@ -111,15 +111,9 @@ def write_hf_folder(ckpt, folder: Path) -> Path:
     import torch
     import transformers
 
-    from max_whisper.weights import hf_name_to_openai
+    from max_whisper.weights import hf_config, hf_name_to_openai
 
-    d = ckpt.dims
-    config = transformers.WhisperConfig(
-        vocab_size=d.n_vocab, num_mel_bins=d.n_mels, d_model=d.n_audio_state, encoder_layers=d.n_audio_layer,
-        encoder_attention_heads=d.n_audio_head, decoder_layers=d.n_text_layer, decoder_attention_heads=d.n_text_head,
-        encoder_ffn_dim=4 * d.n_audio_state, decoder_ffn_dim=4 * d.n_text_state,
-        max_source_positions=d.n_audio_ctx, max_target_positions=d.n_text_ctx)
-    model = transformers.WhisperForConditionalGeneration(config)
+    model = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**hf_config(ckpt.dims)))
     model.load_state_dict({name: torch.from_numpy(np.asarray(ckpt.state[source], np.float32))
                            for name in model.state_dict() if (source := hf_name_to_openai(name))}, strict=False)
     model.save_pretrained(str(folder))

@@ -6,6 +6,7 @@ output, the first step's logits, and greedy tokens over 24 steps."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,24 +16,16 @@ import whisper
 
 import max_whisper as mw
 from conftest import random_checkpoint, reference_model, v3_tokenizer, write_hf_folder
+from max_whisper import models
 from max_whisper.models import _package_dir, default_alignment_heads, load_checkpoint
 from max_whisper.tokenizer import get_tokenizer
-from max_whisper.weights import ModelDimensions
-
-
-def dims(n_mels: int, n_vocab: int, width: int, heads: int, audio_layers: int, text_layers: int) -> ModelDimensions:
-    return ModelDimensions(n_mels=n_mels, n_audio_ctx=1500, n_audio_state=width, n_audio_head=heads,
-                           n_audio_layer=audio_layers, n_vocab=n_vocab, n_text_ctx=448, n_text_state=width,
-                           n_text_head=heads, n_text_layer=text_layers)
 
 
 # The architectures tiny and base (tested on their real weights) do not cover: true widths, heads, mel bins
 # and vocabularies; two encoder layers, and one decoder layer where the real decoder is the shallower
 # (large-v3-turbo's 32/4, distil-large-v3's 32/2).
-ARCHITECTURES = {
-    "large-v3-turbo": dims(128, 51866, 1280, 20, 2, 1),
-    "distil-small.en": dims(80, 51864, 768, 12, 2, 1),
-}
+ARCHITECTURES = {name: replace(models.ARCHITECTURES[name], n_audio_layer=2, n_text_layer=1)
+                 for name in ("large-v3-turbo", "distil-small.en")}
 SAMPLE_LEN = 24
 
 

@@ -34,18 +34,16 @@ SETTINGS = [
 ]
 
 CHILD = """
-import json, os, subprocess, sys
+import json, sys
 import max_whisper as mw
+from benchmarks.common import process_gpu_memory_mb
 from max_whisper.batching import transcribe_files
 lecture = mw.load_audio(sys.argv[1])
 model = mw.load_model("tiny.en", device="gpu", dtype="float32")
 starts = [k * 16000 * 7 for k in range(16)]
 many = [r for _, _, r in transcribe_files(model, [lecture[s:] for s in starts], 16,
                                           mw.TranscribeOptions.from_kwargs(temperature=0.0))]
-rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                      capture_output=True, text=True, check=True).stdout.splitlines()
-used = sum(float(m) for pid, m in (r.split(", ") for r in rows if r) if int(pid) == os.getpid())
-print(json.dumps({"gpu_memory_mb": used, "failed": sum(isinstance(r, Exception) for r in many),
+print(json.dumps({"gpu_memory_mb": process_gpu_memory_mb(), "failed": sum(isinstance(r, Exception) for r in many),
                   "words": sum(len(r["text"].split()) for r in many if not isinstance(r, Exception))}))
 """
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, machine, parser
+from benchmarks.common import RESULTS, command, machine, median_ms, parser, process_gpu_memory_mb, timed, write_json
 from max_whisper.models import ARCHITECTURES
-from max_whisper.weights import ModelDimensions
+from max_whisper.weights import ModelDimensions, hf_config
 
 BF16_TFLOPS = 790.0
 BATCHES = (1, 16)
@@ -51,39 +50,23 @@ def log_mel(batch: int, n_mels: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-0.8, 1.2, (batch, n_mels, 3000)).astype(np.float32)
 
 
-def timed_ms(fn, runs: int, synchronize) -> list[float]:
-    fn()  # warm-up (and the recording of a step)
-    synchronize()
-    out = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        synchronize()
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+def median_call_ms(fn, runs: int, synchronize) -> tuple[float, object]:
+    """Median milliseconds of `runs` calls of `fn` to completion on the device, after one untimed call (which
+    also records a step); and the last call's result."""
+    result, seconds = timed(lambda: (fn(), synchronize())[0], runs, warmup=1)
+    return median_ms(seconds), result
 
 
-def gpu_memory_mb(device: str) -> float | None:
-    """This process's GPU memory as nvidia-smi reports it."""
-    if device != "gpu":
-        return None
-    rows = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                          capture_output=True, text=True, check=True).stdout.splitlines()
-    used = [float(m) for pid, m in (r.split(", ") for r in rows if r) if int(pid) == os.getpid()]
-    return sum(used) if used else None
+def gpu_memory(device: str) -> float | None:
+    return process_gpu_memory_mb() if device == "gpu" else None
 
 
 def save_random_model(name: str, folder: Path) -> None:
     import torch
     import transformers
 
-    d = ARCHITECTURES[name]
     torch.manual_seed(0)
-    config = transformers.WhisperConfig(
-        vocab_size=d.n_vocab, num_mel_bins=d.n_mels, d_model=d.n_audio_state, encoder_layers=d.n_audio_layer,
-        encoder_attention_heads=d.n_audio_head, decoder_layers=d.n_text_layer, decoder_attention_heads=d.n_text_head,
-        encoder_ffn_dim=4 * d.n_audio_state, decoder_ffn_dim=4 * d.n_text_state,
-        max_source_positions=d.n_audio_ctx, max_target_positions=d.n_text_ctx)
+    config = transformers.WhisperConfig(**hf_config(ARCHITECTURES[name]))
     transformers.WhisperForConditionalGeneration(config).save_pretrained(str(folder))
 
 
@@ -100,8 +83,8 @@ def run_transformers(folder: Path, runs: int, device: str) -> dict:
     with torch.inference_mode():
         for batch in BATCHES:
             mel = torch.from_numpy(log_mel(batch, n_mels)).to(where, dtype)
-            ms = timed_ms(lambda: model.model.encoder(mel), runs, sync)
-            out[f"encoder_ms_per_window_b{batch}"] = float(np.median(ms)) / batch
+            ms, _ = median_call_ms(lambda: model.model.encoder(mel), runs, sync)
+            out[f"encoder_ms_per_window_b{batch}"] = ms / batch
             features = model.model.encoder(mel).last_hidden_state
             prompt = torch.full((batch, PROMPT), 50258, device=where)
             first = model(encoder_outputs=(features,), decoder_input_ids=prompt, use_cache=True)
@@ -115,8 +98,8 @@ def run_transformers(folder: Path, runs: int, device: str) -> dict:
                 cache, token = result.past_key_values, result.logits[:, -1:].argmax(-1)
                 cache.crop(-1)  # back to the prompt: every step sees PROMPT + 1 keys (a view, no kernel)
 
-            out[f"decoder_step_ms_b{batch}"] = float(np.median(timed_ms(step, runs * 5, sync)))
-    out["gpu_memory_mb"] = gpu_memory_mb(device)
+            out[f"decoder_step_ms_b{batch}"], _ = median_call_ms(step, runs * 5, sync)
+    out["gpu_memory_mb"] = gpu_memory(device)
     return out
 
 
@@ -138,8 +121,8 @@ def run_max(folder: Path, dtype: str, runs: int, compiled: list[str] | None, pro
     eot = 50257
     for batch in BATCHES:
         mel = log_mel(batch, ckpt.dims.n_mels)
-        ms = timed_ms(lambda: encoder.encode(mel), runs, sync)
-        out[f"encoder_ms_per_window_b{batch}"] = float(np.median(ms)) / batch
+        ms, _ = median_call_ms(lambda: encoder.encode(mel), runs, sync)
+        out[f"encoder_ms_per_window_b{batch}"] = ms / batch
         run = decoder.start(encoder.encode(mel), np.arange(batch))
         run.logits(np.full((batch, PROMPT), 50258, np.int64))
         rule_state = rules.columns(rules.STATE, batch, eot=eot, ts_rule=0, last_was_ts=0, penultimate_was_ts=0,
@@ -150,11 +133,11 @@ def run_max(folder: Path, dtype: str, runs: int, compiled: list[str] | None, pro
             run.offset = PROMPT  # every call runs its steps from the same position
             return len(run.greedy(tokens, rule_state))  # STEPS_PER_CALL recorded steps on a GPU, one on the CPU
 
-        ms = timed_ms(call, runs, sync)
-        out[f"decoder_step_ms_b{batch}"] = float(np.median(ms)) / call()
+        ms, steps = median_call_ms(call, runs, sync)
+        out[f"decoder_step_ms_b{batch}"] = ms / steps
         if profile and batch == BATCHES[-1]:
             out["profile"] = kernel_profile(lambda: encoder.encode(mel), call, sync)
-    out["gpu_memory_mb"] = gpu_memory_mb(device)
+    out["gpu_memory_mb"] = gpu_memory(device)
     return out
 
 
@@ -194,7 +177,6 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    args.output.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / name
@@ -212,7 +194,7 @@ def main() -> None:
                     sys.exit(f"{name}, {engine}: failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
                 results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
         report = summarise(name, args, results)
-        (args.output / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.output / f"{name}.json", report)
         print(table(report))
 
 
@@ -221,7 +203,7 @@ def summarise(name: str, args, results: dict) -> dict:
     floor_ms = encoder_flops(dims) / (BF16_TFLOPS * 1e12) * 1000
     hf, mx = results["transformers"], results["max"]
     ratios = {key: round(mx[key] / hf[key], 3) for key in hf if key.startswith(("encoder_ms", "decoder_step"))}
-    return {"command": "python -m benchmarks.suite.large_models " + " ".join(sys.argv[1:]), "machine": machine(),
+    return {"command": command(), "machine": machine(),
             "model": f"{name}-shaped, random weights (transformers init, seed 0)", "dims": dims.asdict(),
             "encoder_bf16_floor_ms_per_window": round(floor_ms, 3), "results": results,
             "max_over_transformers": ratios}

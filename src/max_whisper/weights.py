@@ -306,6 +306,19 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
+# ModelDimensions' fields as transformers' WhisperConfig names them.
+HF_CONFIG_KEYS = {"n_mels": "num_mel_bins", "n_audio_ctx": "max_source_positions", "n_audio_state": "d_model",
+                  "n_audio_head": "encoder_attention_heads", "n_audio_layer": "encoder_layers", "n_vocab": "vocab_size",
+                  "n_text_ctx": "max_target_positions", "n_text_state": "d_model",
+                  "n_text_head": "decoder_attention_heads", "n_text_layer": "decoder_layers"}
+
+
+def hf_config(dims: ModelDimensions) -> dict[str, int]:
+    """transformers' WhisperConfig arguments for a model of these dimensions (the inverse of reading one)."""
+    return {**{key: getattr(dims, field) for field, key in HF_CONFIG_KEYS.items()},
+            "encoder_ffn_dim": 4 * dims.n_audio_state, "decoder_ffn_dim": 4 * dims.n_text_state}
+
+
 def load_hf_safetensors(folder: Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -323,13 +336,7 @@ def load_hf_safetensors(folder: Path) -> Checkpoint:
             if (dst := hf_name_to_openai(k)) is not None:
                 state[dst] = t
     try:
-        dims = ModelDimensions(
-            n_mels=config["num_mel_bins"], n_audio_ctx=config["max_source_positions"],
-            n_audio_state=config["d_model"], n_audio_head=config["encoder_attention_heads"],
-            n_audio_layer=config["encoder_layers"], n_vocab=config["vocab_size"],
-            n_text_ctx=config["max_target_positions"], n_text_state=config["d_model"],
-            n_text_head=config["decoder_attention_heads"], n_text_layer=config["decoder_layers"],
-        )
+        dims = ModelDimensions(**{field: config[key] for field, key in HF_CONFIG_KEYS.items()})
     except KeyError as e:
         raise WhisperError(f"{folder / 'config.json'}: missing {e}") from None
     generation = _read_json(folder / "generation_config.json")
