@@ -1,6 +1,7 @@
 """Long-form word error rate of the max backend's sequential loop against its throughput mode
-(`--batch-size`), on synthetic speech made here from the texts in longform_texts/ (written for this test;
-none of the shared recordings). Needs espeak-ng (`apt-get install espeak-ng`).
+(`--batch-size`, windows cut on VAD speech regions), on synthetic speech made here from the texts in
+longform_texts/ (written for this test; none of the shared recordings), and on tests/speech/lecture.flac.
+Needs espeak-ng (`apt-get install espeak-ng`).
 
     python -m benchmarks.suite.longform_wer [--batch-size 8] [--device cpu] [--output benchmarks/results/longform]
 
@@ -14,7 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, add_model_args, add_output_arg, command, load, machine, parser, write_json
+from benchmarks.common import (RESULTS, SPEECH, add_model_args, add_output_arg, command, load, machine, parser,
+                               references, write_json)
 from max_whisper import load_audio
 from max_whisper.audio import SAMPLE_RATE
 from max_whisper.bench import word_error_rate
@@ -38,11 +40,15 @@ def main() -> None:
     model = load(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (voice, speed) in VOICES.items():
-            text_file = TEXTS / f"{name}.txt"
-            reference = text_file.read_text().strip()
-            audio = load_audio(synthesize(text_file, voice, speed, Path(tmp)))
-            row = {"text": name, "voice": voice, "words_per_minute": speed,
+        for name, (voice, speed) in [*VOICES.items(), ("lecture", ("(lecture.flac)", 0))]:
+            if name == "lecture":
+                reference = references(SPEECH)["lecture.flac"]
+                audio = load_audio(SPEECH / "lecture.flac")
+            else:
+                text_file = TEXTS / f"{name}.txt"
+                reference = text_file.read_text().strip()
+                audio = load_audio(synthesize(text_file, voice, speed, Path(tmp)))
+            row = {"text": name, "voice": voice, "words_per_minute": speed, "words": len(reference.split()),
                    "seconds": round(audio.size / SAMPLE_RATE, 1)}
             for mode, batch_size in (("sequential", None), ("batched", args.batch_size)):
                 hypothesis = model.transcribe(audio, temperature=0.0, batch_size=batch_size)["text"]
@@ -51,7 +57,7 @@ def main() -> None:
             rows.append(row)
             print(f"{name}: {row['seconds']} s, WER sequential {row['sequential_wer']} %, "
                   f"batched {row['batched_wer']} %", flush=True)
-    n_words = {r["text"]: len((TEXTS / f"{r['text']}.txt").read_text().split()) for r in rows}
+    n_words = {r["text"]: r["words"] for r in rows}
     total = sum(n_words.values())
     pooled = {mode: round(sum(r[f"{mode}_wer"] * n_words[r["text"]] for r in rows) / total, 2)
               for mode in ("sequential", "batched")}

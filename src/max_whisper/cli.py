@@ -19,6 +19,7 @@ from .audio import SAMPLE_RATE, load_audio
 from .backends import BACKENDS, Backend
 from .errors import WhisperError, describe, file_error
 from .tokenizer import language_code
+from .vad import VadOptions
 from .alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
 from .outputs import FORMATS, SubtitleOptions, format_timestamp, write_result
 from .runtime.device import DTYPES as DEVICE_DTYPES
@@ -61,8 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_arguments(t)
     add_subtitle_arguments(t)
     t.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="throughput mode: decode this many windows (<= 30 s, cut in pauses) at once, without conditioning on "
+                   help="throughput mode: decode this many windows (speech regions found by VAD, merged up to 30 s) at once, without conditioning on "
                         "previous text (default: openai-whisper's sequential loop)")
+    t.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
+                   help="max backend: decode only the speech Silero VAD finds (faster-whisper's vad_filter); "
+                        "times stay those of the recording")
+    t.add_argument("--vad-parameters", type=_vad_parameters, default=None, metavar="NAME=VALUE,...",
+                   help="VAD options by faster-whisper's names: threshold, neg_threshold, min_speech_duration_ms, "
+                        "max_speech_duration_s, min_silence_duration_ms, speech_pad_ms")
     t.add_argument("--files-at-once", type=_positive_int, default=1, metavar="N",
                    help="max backend: transcribe N files at a time, their windows decoded together as one batch; "
                         "each file keeps the sequential loop and its previous-text conditioning (default 1)")
@@ -175,7 +182,8 @@ def transcribe_options(args: argparse.Namespace) -> dict:
         "logprob_threshold": args.logprob_threshold, "no_speech_threshold": args.no_speech_threshold,
         "without_timestamps": args.without_timestamps or None,
         "clip_timestamps": None if args.clip_timestamps.strip() == "0" else args.clip_timestamps,  # "0": all of it
-        "batch_size": args.batch_size,
+        "batch_size": args.batch_size, "vad_filter": args.vad_filter or None,
+        "vad_parameters": VadOptions.from_dict(args.vad_parameters) if args.vad_parameters else None,
     }
     if args.word_timestamps:
         options.update(word_timestamps=True, prepend_punctuations=args.prepend_punctuations,
@@ -230,6 +238,14 @@ def _decibels_or_off(text: str) -> float | str:
     if value > 0:
         raise argparse.ArgumentTypeError(f"must be a level in dBFS (0 or less) or 'off', got {value}")
     return value
+
+
+def _vad_parameters(text: str) -> dict[str, str]:
+    """NAME=VALUE,... as a dict (VadOptions checks the names and values)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE,..., got '{text}'")
+    return {name.strip(): value.strip() for name, value in pairs}
 
 
 def silence_option(value: float | str | None) -> dict:
@@ -339,8 +355,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.files_at_once > 1 and (args.backend != "max" or args.batch_size is not None):
         raise WhisperError("--files-at-once needs the max backend, and no --batch-size (each file runs the "
                            "sequential loop)")
-    if args.backend != "max" and (args.batch_size is not None or args.silence_threshold_db is not None):
-        raise WhisperError(f"--batch-size and --silence-threshold-db are options of the max backend, not of {args.backend}")
+    if args.backend != "max" and (args.batch_size is not None or args.silence_threshold_db is not None
+                                  or args.vad_filter or args.vad_parameters):
+        raise WhisperError(f"--batch-size, --silence-threshold-db and --vad-filter/--vad-parameters are options of "
+                           f"the max backend, not of {args.backend}")
+    if args.vad_parameters and not (args.vad_filter or args.batch_size):
+        raise WhisperError("--vad-parameters needs --vad-filter (or --batch-size, which cuts on VAD regions)")
 
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)

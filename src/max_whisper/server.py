@@ -14,6 +14,7 @@ at a time; beyond that the answer is 503 with Retry-After, so memory stays bound
 import asyncio
 import contextlib
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -141,7 +142,9 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
         kwargs = {"task": task, "initial_prompt": form.get("prompt") or None,
                   "temperature": _temperature(form.get("temperature")),
                   "language": form.get("language") if task == "transcribe" else None,
-                  "word_timestamps": "word" in granularities or None}
+                  "word_timestamps": "word" in granularities or None,
+                  "vad_filter": _flag(form.get("vad_filter"), "vad_filter"),
+                  "vad_parameters": _vad_parameters(form.get("vad_parameters"))}
         try:
             transcribe_options = TranscribeOptions.from_kwargs(
                 silence_threshold_db=options.silence_threshold_db, **{k: v for k, v in kwargs.items() if v is not None})
@@ -225,6 +228,28 @@ async def _read_form(request):
         raise
     except Exception as e:  # noqa: BLE001  (a malformed body is the client's problem)
         raise ApiError(400, f"malformed multipart body: {first_line(e)}") from None
+
+
+def _flag(text: str | None, name: str) -> bool | None:
+    """A boolean form field (faster-whisper servers' vad_filter): true/false, 1/0; None when not given."""
+    if text in (None, ""):
+        return None
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"{name} must be true or false, got '{text}'", name)
+    return text.lower() in ("true", "1")
+
+
+def _vad_parameters(text: str | None) -> dict | None:
+    """vad_parameters: a JSON object of faster-whisper's VAD option names (TranscribeOptions checks them)."""
+    if text in (None, ""):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"vad_parameters must be a JSON object, got '{text}'", "vad_parameters")
+    return value
 
 
 def _temperature(text: str | None) -> float | tuple[float, ...] | None:

@@ -21,6 +21,7 @@ from .decoding import DecodingOptions, DecodingResult
 from .errors import WhisperError
 from .features import FRAMES_PER_SECOND, HOP_LENGTH, N_FRAMES, LogMelFeatures
 from .tokenizer import Tokenizer
+from .vad import SpeechMap, VadOptions, merge_regions, speech_regions
 from .weights import ModelDimensions
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -59,7 +60,7 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6  # with logprob_threshold: a window that is likely silence is skipped
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
-    # Throughput mode: windows of at most 30 s, cut in pauses, decoded this many at a time, none
+    # Throughput mode: speech regions (VAD) merged into windows of at most 30 s, decoded this many at a time, none
     # conditioned on another's text (like faster-whisper's batched pipeline); None: the sequential loop.
     batch_size: int | None = None
     # A window whose loudest 20 ms is quieter than this (dBFS) is not decoded: Whisper writes text such as
@@ -74,6 +75,10 @@ class TranscribeOptions:
     clip_timestamps: str | Sequence[float] = "0"
     # With word timestamps: skip silence longer than this (seconds) before a likely hallucination.
     hallucination_silence_threshold: float | None = None
+    # Decode only the speech that Silero VAD finds (faster-whisper's vad_filter), the regions one after
+    # another; every time maps back to the recording. The throughput mode always cuts on VAD regions.
+    vad_filter: bool = False
+    vad_parameters: VadOptions | dict | None = None  # faster-whisper's names; None: its defaults
     decoding: DecodingOptions = DecodingOptions()  # every window's options at temperature 0, but its prompt
 
     def __post_init__(self) -> None:
@@ -99,6 +104,13 @@ class TranscribeOptions:
         object.__setattr__(self, "clip_timestamps", tuple(float(t) for t in clips))
         if self.clip_timestamps not in ((), (0.0,)) and self.batch_size is not None:
             raise WhisperError("clip_timestamps needs the sequential loop (no batch_size)")
+        if not isinstance(self.vad_parameters, VadOptions):
+            object.__setattr__(self, "vad_parameters", None if self.vad_parameters is None
+                               else VadOptions.from_dict(self.vad_parameters))
+        if self.vad_parameters is not None and not self.vad_filter and self.batch_size is None:
+            raise WhisperError("vad_parameters needs vad_filter (or batch_size, which cuts on VAD regions)")
+        if self.vad_filter and self.clip_timestamps not in ((), (0.0,)):
+            raise WhisperError("clip_timestamps and vad_filter both choose what to transcribe: give one of them")
         if self.hallucination_silence_threshold is not None and (not self.decoding.word_timestamps
                                                                  or self.batch_size is not None):
             raise WhisperError("hallucination_silence_threshold needs word_timestamps and the sequential loop "
@@ -114,6 +126,14 @@ class TranscribeOptions:
             raise WhisperError(f"unknown transcribe option(s): {', '.join(sorted(unknown))}")
         window = DecodingOptions(**{k: v for k, v in options.items() if k in decoding})
         return cls(**{k: v for k, v in options.items() if k in loop}, decoding=window)
+
+    def vad_options(self) -> VadOptions | None:
+        """The VAD's options, None without VAD. The throughput mode's as faster-whisper's batched pipeline
+        sets them: regions of at most 30 s, 160 ms of silence ending speech unless given."""
+        given = cast(VadOptions | None, self.vad_parameters)  # made VadOptions when the options were made
+        if self.batch_size is not None:
+            return replace(given or VadOptions(min_silence_duration_ms=160), max_speech_duration_s=N_SAMPLES / SAMPLE_RATE)
+        return (given or VadOptions()) if self.vad_filter else None
 
     def window_options(self, temperature: float, prompt: list[int] | None,
                        align_unfinished: bool = False) -> DecodingOptions:
@@ -158,6 +178,8 @@ def transcribe(  # noqa: PLR0913  (openai-whisper's keywords, so that code writt
     append_punctuations: str = APPEND_PUNCTUATIONS,
     clip_timestamps: str | Sequence[float] = "0",
     hallucination_silence_threshold: float | None = None,
+    vad_filter: bool = False,
+    vad_parameters: VadOptions | dict | None = None,
     **decode_options,
 ) -> dict:
     """Transcribe a file or a 16 kHz mono float32 array; returns openai-whisper's result dict
@@ -171,7 +193,7 @@ def transcribe(  # noqa: PLR0913  (openai-whisper's keywords, so that code writt
         batch_size=batch_size, silence_threshold_db=silence_threshold_db, word_timestamps=word_timestamps,
         prepend_punctuations=prepend_punctuations, append_punctuations=append_punctuations,
         clip_timestamps=clip_timestamps, hallucination_silence_threshold=hallucination_silence_threshold,
-        **decode_options)
+        vad_filter=vad_filter, vad_parameters=vad_parameters, **decode_options)
     return transcribe_with(model, audio, options, on_progress)
 
 
@@ -183,14 +205,53 @@ def transcribe_with(model: Engine, audio: str | Path | np.ndarray, options: Tran
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise WhisperError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}")
-    mel = LogMelFeatures(audio, model.dims.n_mels, padding=N_SAMPLES)  # one window at a time
+    vad = options.vad_options()
+    regions = speech_regions(audio, vad) if vad is not None else [(0, len(audio))]
+    speech = np.concatenate([audio[start:end] for start, end in regions]) if regions else audio[:0]
+    mel = LogMelFeatures(speech if speech.size else audio, model.dims.n_mels, padding=N_SAMPLES)
     language = options.decoding.language
     if language is None:
         language = model.detect_language(pad_or_trim(mel.window(0, N_FRAMES), N_FRAMES))[0] \
             if model.dims.is_multilingual else "en"
+    if not speech.size:
+        return {"text": "", "segments": [], "language": language}
     options = replace(options, decoding=replace(options.decoding, language=language))
     loop = Loop(model, mel, options, model.tokenizer(language, options.decoding.task), on_progress)
-    return loop.batched() if options.batch_size is not None else loop.sequential()
+    if options.batch_size is None:
+        result = loop.sequential()
+    else:
+        result = loop.batched(speech_windows(regions, mel.n_frames - N_FRAMES))
+    if vad is not None:
+        SpeechMap(regions).restore(result["segments"])
+        clear_wordless(result)
+    return result
+
+
+def clear_wordless(result: dict) -> None:
+    """Segments without a letter or digit (" .", " ...") cleared as `clear_empty` clears: Whisper writes
+    such text for non-speech that a VAD region let through (a click, a note of music)."""
+    cleared = False
+    for segment in result["segments"]:
+        if segment["text"] and not any(ch.isalnum() for ch in segment["text"]):
+            segment["text"], segment["tokens"] = "", []
+            if "words" in segment:
+                segment["words"] = []
+            cleared = True
+    if cleared:
+        result["text"] = "".join(s["text"] for s in result["segments"])
+
+
+def speech_windows(regions: list[tuple[int, int]], content_frames: int) -> list[tuple[int, int]]:
+    """The throughput mode's windows over the speech-only audio: VAD regions merged in order into groups of
+    at most 30 s (faster-whisper's `collect_chunks`), as (first mel frame, frames)."""
+    windows, start = [], 0
+    for group in merge_regions(regions, N_SAMPLES):
+        samples = sum(end - begin for begin, end in group)
+        first, last = round(start / HOP_LENGTH), min(round((start + samples) / HOP_LENGTH), content_frames)
+        for seek in range(first, last, N_FRAMES):  # a region longer than 30 s (none with the VAD's 30 s cut)
+            windows.append((seek, min(N_FRAMES, last - seek)))
+        start += samples
+    return windows
 
 
 class Loop:
@@ -325,8 +386,8 @@ class Loop:
             last_end = segment["end"]
         return next_seek, segments
 
-    def batched(self) -> dict:
-        """Windows of at most 30 s, cut in pauses, decoded `batch_size` at a time, none conditioned on
+    def batched(self, windows: list[tuple[int, int]]) -> dict:
+        """`windows` (first mel frame, frames; at most 30 s each) decoded `batch_size` at a time, none conditioned on
         another's text (only on `initial_prompt`). A window that fails the thresholds is retried alone at
         the next temperatures; audio a window's text stopped short of (over 1 s, not silent) is decoded
         again in a second round, as the sequential loop would by seeking to the last timestamp. With word
@@ -335,8 +396,7 @@ class Loop:
         options, batch_size = self.options, self.options.batch_size or 1
         words = options.decoding.word_timestamps
         prompt = self.initial_prompt_tokens or None
-        pending = [(seek, size) for seek, size in plan_windows(self.mel.audio, self.content_frames)
-                   if not self.silent(seek, size)]
+        pending = [(seek, size) for seek, size in windows if not self.silent(seek, size)]
         segments: list[dict] = []
         for final_round in (False, True):
             tails = []
@@ -483,27 +543,6 @@ def _is_anomaly(segment: dict | None, punctuation: str) -> bool:
     words = [w for w in segment["words"] if w["word"] not in punctuation][:8]
     score = sum(_word_anomaly(w) for w in words)
     return score >= 3 or score + 0.01 >= len(words)
-
-
-def plan_windows(audio: np.ndarray, content_frames: int, search_frames: int = 500,
-                 pause_frames: int = 20) -> list[tuple[int, int]]:
-    """Cut the recording into windows of at most 30 s, each ending at the quietest
-    `pause_frames` (200 ms) within its last `search_frames` (5 s), so that cuts fall in
-    pauses rather than inside words. Returns (first mel frame, number of frames) pairs."""
-    n = content_frames * HOP_LENGTH
-    frame_energy = np.square(audio[:n].astype(np.float64)).reshape(-1, HOP_LENGTH).mean(axis=1)
-    windows, seek = [], 0
-    while seek < content_frames:
-        end = seek + N_FRAMES
-        if end < content_frames:
-            lo = end - search_frames
-            smoothed = np.convolve(frame_energy[lo - pause_frames // 2: end + pause_frames // 2],
-                                   np.ones(pause_frames) / pause_frames, mode="valid")[: search_frames + 1]
-            end = lo + int(np.argmin(smoothed))
-        end = min(end, content_frames)
-        windows.append((seek, end - seek))
-        seek = end
-    return windows
 
 
 def loudest_frame_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
