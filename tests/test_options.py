@@ -141,3 +141,53 @@ def test_room_noise_alone_is_not_decoded(tiny):
     assert tiny.transcribe(noise)["segments"] == []
     assert tiny.session.timings.calls.get("encoder", 0) == encodes
     assert loudest_frame_db(noise, 0, 3000) < -70.0
+
+
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_no_repeat_ngram_equals_transformers(size):
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    from max_whisper.decoding import NoRepeatNGram
+
+    rng = np.random.default_rng(size)
+    tokens = rng.integers(0, 6, (4, 12))  # few distinct tokens: many repeated n-grams
+    logits = rng.normal(size=(4, 50)).astype(np.float32)
+    theirs = NoRepeatNGramLogitsProcessor(size)(torch.from_numpy(tokens), torch.from_numpy(logits.copy())).numpy()
+    NoRepeatNGram(size, sample_begin=0).apply(logits, tokens)
+    np.testing.assert_array_equal(logits, theirs)
+
+
+def test_repetition_penalty_equals_transformers():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from max_whisper.decoding import RepetitionPenalty
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 30, (4, 9))
+    logits = rng.normal(size=(4, 50)).astype(np.float32)
+    theirs = RepetitionPenaltyLogitsProcessor(1.3)(torch.from_numpy(tokens), torch.from_numpy(logits.copy())).numpy()
+    RepetitionPenalty(1.3, sample_begin=0).apply(logits, tokens)
+    np.testing.assert_allclose(logits, theirs, rtol=1e-6)
+
+
+def test_no_repeat_ngram_keeps_decoded_windows_free_of_repeats(tiny, speech):
+    lecture = mw.load_audio(speech / "lecture.flac")[: 30 * 16000]
+    mel = mw.pad_or_trim(mw.log_mel_spectrogram(lecture), 3000)[None]
+
+    def bigrams(tokens):
+        pairs = list(zip(tokens, tokens[1:]))
+        return len(pairs) - len(set(pairs))
+
+    plain = tiny.decode_windows(mel, mw.DecodingOptions(without_timestamps=True))[0]
+    guarded = tiny.decode_windows(mel, mw.DecodingOptions(without_timestamps=True, no_repeat_ngram_size=2))[0]
+    assert bigrams(plain.tokens) > 0  # the lecture's first window says "of the" more than once
+    assert bigrams(guarded.tokens) == 0
+    penalized = tiny.decode_windows(mel, mw.DecodingOptions(without_timestamps=True, repetition_penalty=1.0))[0]
+    assert penalized.tokens == plain.tokens  # 1.0 is off
+
+
+def test_repetition_options_are_checked():
+    with pytest.raises(mw.WhisperError, match="repetition_penalty must be positive"):
+        mw.DecodingOptions(repetition_penalty=0)
+    with pytest.raises(mw.WhisperError, match="no_repeat_ngram_size must not be negative"):
+        mw.DecodingOptions(no_repeat_ngram_size=-1)

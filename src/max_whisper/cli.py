@@ -128,6 +128,11 @@ def add_decoding_arguments(t: argparse.ArgumentParser) -> None:
                    help="length penalty for ranking candidates (default: divide by the length)")
     t.add_argument("--suppress-tokens", "--suppress_tokens", default="-1",
                    help="comma-separated token ids never written; -1: symbols that are never speech (default)")
+    t.add_argument("--repetition-penalty", type=float, default=None,
+                   help="against loops: logits of tokens a window already sampled divided (positive) or multiplied "
+                        "(negative) by this; > 1 penalizes (faster-whisper's; default 1, off)")
+    t.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+                   help="against loops: no N-gram twice in a window (faster-whisper's; default 0, off)")
     t.add_argument("--initial-prompt", "--initial_prompt", default=None, help="text to condition the first window on")
     t.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=True,
                    help="each window after the previous window's text (default: yes)")
@@ -177,6 +182,7 @@ def transcribe_options(args: argparse.Namespace) -> dict:
         "language": language_code(args.language) if args.language else None, "task": args.task,
         "temperature": temperature, "best_of": args.best_of, "beam_size": args.beam_size, "patience": args.patience,
         "length_penalty": args.length_penalty, "suppress_tokens": args.suppress_tokens,
+        "repetition_penalty": args.repetition_penalty, "no_repeat_ngram_size": args.no_repeat_ngram_size,
         "initial_prompt": args.initial_prompt, "condition_on_previous_text": args.condition_on_previous_text,
         "compression_ratio_threshold": args.compression_ratio_threshold,
         "logprob_threshold": args.logprob_threshold, "no_speech_threshold": args.no_speech_threshold,

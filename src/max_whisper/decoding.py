@@ -41,6 +41,11 @@ class DecodingOptions:
     prefix: str | list[int] | None = None  # forced start of the current window
     suppress_tokens: str | Sequence[int] | None = "-1"  # "-1": openai-whisper's non-speech symbols
     suppress_blank: bool = True
+    # Against loops (faster-whisper's names, off by default): a token this window already sampled has its
+    # logit divided (positive) or multiplied (negative) by repetition_penalty; no n-gram of this size is
+    # sampled twice in a window. Either decodes greedy windows step by step on the host.
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
     without_timestamps: bool = False
     max_initial_timestamp: float | None = 1.0
     seed: int | None = None  # for temperature sampling
@@ -68,6 +73,10 @@ class DecodingOptions:
             raise WhisperError("beam search needs temperature 0")
         if self.patience is not None and (self.beam_size is None or self.patience <= 0):
             raise WhisperError(f"patience needs beam_size and must be positive, got {self.patience}")
+        if self.repetition_penalty <= 0:
+            raise WhisperError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
+        if self.no_repeat_ngram_size < 0:
+            raise WhisperError(f"no_repeat_ngram_size must not be negative, got {self.no_repeat_ngram_size}")
         if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
             raise WhisperError(f"length_penalty must be between 0 and 1, got {self.length_penalty}")
         if isinstance(self.suppress_tokens, str):
@@ -78,8 +87,10 @@ class DecodingOptions:
 
     @property
     def greedy(self) -> bool:
-        """Greedy decoding, whose steps after the first choose their tokens on the device."""
-        return self.beam_size is None and self.temperature == 0
+        """Greedy decoding whose steps after the first choose their tokens on the device (the repetition
+        guards need every step's logits on the host)."""
+        return (self.beam_size is None and self.temperature == 0 and self.repetition_penalty == 1
+                and self.no_repeat_ngram_size == 0)
 
 
 @dataclass
@@ -201,6 +212,39 @@ class SuppressTokens:
 
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
         logits[:, self.ids] = -np.inf
+
+
+class RepetitionPenalty:
+    """CTranslate2's repetition penalty (faster-whisper's `repetition_penalty`) over each row's sampled
+    tokens: a positive logit divided by the penalty, a negative one multiplied."""
+
+    def __init__(self, penalty: float, sample_begin: int):
+        self.penalty, self.sample_begin = penalty, sample_begin
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        for row, sampled in enumerate(tokens[:, self.sample_begin:]):
+            if sampled.size:
+                ids = np.unique(sampled)
+                values = logits[row, ids]
+                logits[row, ids] = np.where(values > 0, values / self.penalty, values * self.penalty)
+
+
+class NoRepeatNGram:
+    """No n-gram twice among each row's sampled tokens (faster-whisper's `no_repeat_ngram_size`): every token
+    that followed the row's last n - 1 tokens before is ruled out."""
+
+    def __init__(self, size: int, sample_begin: int):
+        self.size, self.sample_begin = size, sample_begin
+
+    def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
+        n = self.size
+        for row, sampled in enumerate(tokens[:, self.sample_begin:].tolist()):
+            if len(sampled) < n:  # no earlier n-gram to repeat
+                continue
+            prefix = sampled[len(sampled) - n + 1:] if n > 1 else []
+            banned = [sampled[i + n - 1] for i in range(len(sampled) - n + 1) if sampled[i:i + n - 1] == prefix]
+            if banned:
+                logits[row, banned] = -np.inf
 
 
 class ApplyTimestampRules:
@@ -492,6 +536,10 @@ class DecodingTask:
             self.filters.append(SuppressBlank(self.tokenizer, self.sample_begin))
         if opts.suppress_tokens:
             self.filters.append(SuppressTokens(self._suppress_tokens()))
+        if opts.repetition_penalty != 1:
+            self.filters.append(RepetitionPenalty(opts.repetition_penalty, self.sample_begin))
+        if opts.no_repeat_ngram_size > 0:
+            self.filters.append(NoRepeatNGram(opts.no_repeat_ngram_size, self.sample_begin))
         self.timestamp_rules: ApplyTimestampRules | None = None
         if not opts.without_timestamps:
             max_init = None

@@ -241,6 +241,18 @@ def clear_wordless(result: dict) -> None:
         result["text"] = "".join(s["text"] for s in result["segments"])
 
 
+def contiguous_runs(items: list, n: int) -> list[list]:
+    """`items` in order, cut into at most `n` contiguous runs of lengths differing by at most one."""
+    n = max(1, min(n, len(items)))
+    size, extra = divmod(len(items), n)
+    runs, start = [], 0
+    for k in range(n):
+        end = start + size + (1 if k < extra else 0)
+        runs.append(items[start:end])
+        start = end
+    return [run for run in runs if run]
+
+
 def speech_windows(regions: list[tuple[int, int]], content_frames: int) -> list[tuple[int, int]]:
     """The throughput mode's windows over the speech-only audio: VAD regions merged in order into groups of
     at most 30 s (faster-whisper's `collect_chunks`), as (first mel frame, frames)."""
@@ -387,48 +399,70 @@ class Loop:
         return next_seek, segments
 
     def batched(self, windows: list[tuple[int, int]]) -> dict:
-        """`windows` (first mel frame, frames; at most 30 s each) decoded `batch_size` at a time, none conditioned on
-        another's text (only on `initial_prompt`). A window that fails the thresholds is retried alone at
-        the next temperatures; audio a window's text stopped short of (over 1 s, not silent) is decoded
-        again in a second round, as the sequential loop would by seeking to the last timestamp. With word
-        timestamps an unfinished segment at a window's end goes to that second round too (its text is aligned
-        with its whole audio), where without them it is kept; in the second round it is kept."""
+        """`windows` (first mel frame, frames; at most 30 s each) cut into `batch_size` contiguous streams
+        decoded side by side: each step decodes the next window of every stream in one batch, conditioned on
+        its stream's text so far as the sequential loop conditions (a stream's first window only on
+        `initial_prompt`), so that only the streams' first windows lack context. A window that fails the
+        thresholds is retried alone at the next temperatures; audio a window's text stopped short of (over
+        1 s, not silent) is decoded again in a second round, as the sequential loop would by seeking to the
+        last timestamp. With word timestamps an unfinished segment at a window's end goes to that second
+        round too (its text is aligned with its whole audio), where without them it is kept; in the second
+        round it is kept."""
         options, batch_size = self.options, self.options.batch_size or 1
-        words = options.decoding.word_timestamps
-        prompt = self.initial_prompt_tokens or None
         pending = [(seek, size) for seek, size in windows if not self.silent(seek, size)]
+        streams = contiguous_runs(pending, batch_size)
+        context = [list(self.initial_prompt_tokens) for _ in streams]  # each stream's prompt, as all_tokens
         segments: list[dict] = []
-        for final_round in (False, True):
-            tails = []
-            for i in range(0, len(pending), batch_size):
-                group = pending[i:i + batch_size]
-                mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for seek, size in group])
-                results = self.model.decode_windows(
-                    mels, options.window_options(options.temperature[0], prompt, align_unfinished=final_round),
-                    frames=[size for _, size in group])
-                for (seek, size), segment_mel, result in zip(group, mels, results):
-                    if options.needs_fallback(result) and len(options.temperature) > 1:
-                        result = self.decode_with_fallback(segment_mel, prompt, size, options.temperature[1:],
-                                                           align_unfinished=final_round)
-                    found = [] if options.is_no_speech(result) else split_segments(
-                        result, self.tokenizer, seek, size, self.input_stride, keep_tail=final_round or not words)[0]
-                    if words and found:
-                        self.last_speech_timestamp = max((s["end"] for s in segments if s["end"] <= found[0]["start"]),
-                                                         default=0.0)
-                        self.add_words(Window(seek, size, result, True), found, seek + size)
-                    clear_empty(found)
-                    segments += found
-                    covered = round(found[-1]["end"] * FRAMES_PER_SECOND) if found else seek
-                    rest = seek + size - covered
-                    if not final_round and found and rest > FRAMES_PER_SECOND and not self.silent(covered, rest):
-                        tails.append((covered, rest))
-                if not final_round:
-                    self.report(group[-1][0] + group[-1][1])
-            pending = tails
+        tails: list[tuple[int, int]] = []
+        done = 0
+        for step in range(max(map(len, streams), default=0)):
+            rows = [k for k, run in enumerate(streams) if step < len(run)]
+            group = [streams[k][step] for k in rows]
+            decoded = self.decode_group(group, [context[k] for k in rows], False, segments, tails)
+            for k, (found, result) in zip(rows, decoded):
+                if options.condition_on_previous_text and result.temperature <= 0.5:
+                    context[k] += [t for segment in found for t in segment["tokens"]]
+                else:
+                    context[k] = []
+            done += sum(size for _, size in group)
+            self.report(done)
+        for i in range(0, len(tails), batch_size):
+            group = tails[i:i + batch_size]
+            self.decode_group(group, [list(self.initial_prompt_tokens) for _ in group], True, segments, [])
         segments.sort(key=lambda seg: seg["start"])
         segments = [{"id": i, **seg} for i, seg in enumerate(segments)]
         return {"text": "".join(seg["text"] for seg in segments), "segments": segments,
                 "language": options.decoding.language}
+
+    def decode_group(self, group: list[tuple[int, int]], prompts: list[list[int]], final_round: bool,
+                     segments: list[dict], tails: list[tuple[int, int]]) -> list[tuple[list[dict], DecodingResult]]:
+        """Decode windows (first frame, frames) in one batch, each after its prompt; adds their segments to
+        `segments` and, in the first round, the audio their text stopped short of to `tails`. Returns each
+        window's segments and decode."""
+        options, words = self.options, self.options.decoding.word_timestamps
+        mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for seek, size in group])
+        results = self.model.decode_windows(
+            mels, options.window_options(options.temperature[0], None, align_unfinished=final_round),
+            prompts=prompts, frames=[size for _, size in group])
+        decoded = []
+        for (seek, size), prompt, segment_mel, result in zip(group, prompts, mels, results):
+            if options.needs_fallback(result) and len(options.temperature) > 1:
+                result = self.decode_with_fallback(segment_mel, prompt or None, size, options.temperature[1:],
+                                                   align_unfinished=final_round)
+            found = [] if options.is_no_speech(result) else split_segments(
+                result, self.tokenizer, seek, size, self.input_stride, keep_tail=final_round or not words)[0]
+            if words and found:
+                self.last_speech_timestamp = max((s["end"] for s in segments if s["end"] <= found[0]["start"]),
+                                                 default=0.0)
+                self.add_words(Window(seek, size, result, True), found, seek + size)
+            clear_empty(found)
+            segments += found
+            covered = round(found[-1]["end"] * FRAMES_PER_SECOND) if found else seek
+            rest = seek + size - covered
+            if not final_round and found and rest > FRAMES_PER_SECOND and not self.silent(covered, rest):
+                tails.append((covered, rest))
+            decoded.append((found, result))
+        return decoded
 
     def decode_with_fallback(self, mel: np.ndarray, prompt: list[int] | None, frames: int,
                              temperatures: tuple[float, ...] | None = None,

@@ -47,7 +47,10 @@ def _torch_device(torch, device: str) -> str:
 # report or seed, refused where they would change the transcript.
 _DROPPED_OPTIONS = ("on_progress", "seed")
 _MAX_ONLY_OPTIONS = {"batch_size": "--batch-size (the throughput mode)",
-                     "silence_threshold_db": "--silence-threshold-db"}
+                     "silence_threshold_db": "--silence-threshold-db", "vad_filter": "--vad-filter",
+                     "vad_parameters": "--vad-parameters", "repetition_penalty": "--repetition-penalty",
+                     "no_repeat_ngram_size": "--no-repeat-ngram-size"}
+_NEUTRAL = {"vad_filter": False, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}  # the option left off
 
 
 class ReferenceModel:
@@ -73,7 +76,7 @@ class ReferenceModel:
         for key in _DROPPED_OPTIONS:
             options.pop(key, None)
         for key, flag in _MAX_ONLY_OPTIONS.items():
-            if options.pop(key, None) is not None:
+            if options.pop(key, None) not in (None, _NEUTRAL.get(key)):
                 raise WhisperError(f"{flag} is an option of the max backend; the {self.backend} backend "
                                    "runs openai-whisper's loop")
         return whisper.transcribe(self.model, audio, fp16=self.fp16, verbose=None, **options)
@@ -135,7 +138,8 @@ class FasterWhisperModel:
     TAKES = {"language", "task", "beam_size", "best_of", "patience", "length_penalty", "temperature",
              "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "condition_on_previous_text",
              "initial_prompt", "suppress_tokens", "without_timestamps", "word_timestamps", "prepend_punctuations",
-             "append_punctuations", "clip_timestamps", "hallucination_silence_threshold", "on_progress"}
+             "append_punctuations", "clip_timestamps", "hallucination_silence_threshold", "on_progress",
+             "repetition_penalty", "no_repeat_ngram_size"}
 
     def transcribe(self, audio, **options) -> dict:
         unknown = set(options) - self.TAKES
