@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_arguments(t)
     add_subtitle_arguments(t)
     t.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="throughput mode: decode this many windows (speech regions found by VAD, merged up to 30 s) at once, without conditioning on "
-                        "previous text (default: openai-whisper's sequential loop)")
+                   help="throughput mode: the speech regions VAD finds, merged into windows of up to 30 s, in N "
+                        "streams decoded together, each window conditioned on its stream's earlier text only "
+                        "(default: openai-whisper's sequential loop)")
     t.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
                    help="max backend: decode only the speech Silero VAD finds (faster-whisper's vad_filter); "
                         "times stay those of the recording")

@@ -60,8 +60,9 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6  # with logprob_threshold: a window that is likely silence is skipped
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
-    # Throughput mode: speech regions (VAD) merged into windows of at most 30 s, decoded this many at a time, none
-    # conditioned on another's text (like faster-whisper's batched pipeline); None: the sequential loop.
+    # Throughput mode: speech regions (VAD) merged into windows of at most 30 s (as faster-whisper's batched
+    # pipeline cuts), in this many contiguous streams decoded side by side, each window conditioned on its
+    # stream's earlier text; None: the sequential loop.
     batch_size: int | None = None
     # A window whose loudest 20 ms is quieter than this (dBFS) is not decoded: Whisper writes text such as
     # "you" for digital silence. The loudest short frame, not the window's mean, so that a short quiet phrase

@@ -1,9 +1,9 @@
 """Voice activity detection: Silero VAD v6 and the speech regions faster-whisper finds with it.
 
 The model (309k parameters, MIT, (c) Silero Team; the weights faster-whisper 1.2.1 ships, converted by
-`scripts/vad_weights.py`) runs in NumPy: every 32 ms window's spectrum and convolutions as a few matrix
-products over all windows at once, then its LSTM one window after another (128 wide: a graph call per step
-would cost more than the step). `speech_regions` is faster-whisper's `get_speech_timestamps`, with its
+`scripts/vad_weights.py`) runs in NumPy: every 32 ms window's spectrum (a real FFT) and convolutions (one
+matrix product each) over all windows at once, then its 128-wide LSTM one window after another (as a MAX
+graph loop a step cost 7x NumPy's; docs/measurements.md). `speech_regions` is faster-whisper's `get_speech_timestamps`, with its
 option names and defaults (`VadOptions`); `SpeechMap` maps times in the speech-only audio back to the
 recording's.
 """
