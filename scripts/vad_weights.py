@@ -1,6 +1,6 @@
 """Silero VAD v6's weights, from the ONNX file faster-whisper ships, to the engine's safetensors file.
 
-    pip install onnx faster-whisper==1.2.1
+    pip install ".[vad-weights]"
     python scripts/vad_weights.py [ONNX] [--output src/max_whisper/assets/silero_vad_v6.safetensors]
 
 ONNX: faster-whisper's `faster_whisper/assets/silero_vad_v6.onnx` by default (Silero VAD v6.0, MIT, (c) Silero
