@@ -15,7 +15,7 @@ from whisper.normalizers import EnglishTextNormalizer
 import max_whisper as mw
 from max_whisper.outputs import write_result
 from max_whisper.features import LogMelFeatures
-from max_whisper.transcribe import speech_windows
+from max_whisper.transcribe import contiguous_runs, speech_windows
 from max_whisper.vad import VadOptions, speech_regions
 from conftest import mixed_recordings, references
 
@@ -174,3 +174,25 @@ def test_files_at_once_stopped_early_leave_no_thread_waiting(tiny, speech):
         if thread.name.startswith(("transcribe", "window-batcher")):
             thread.join(timeout=120)
             assert not thread.is_alive(), thread.name
+
+
+def test_batched_streams_condition_each_window_on_its_stream(tiny, lecture, monkeypatch):
+    """The throughput mode's streams: each step decodes the next window of every stream together, and every
+    window but a stream's first is decoded after its stream's text."""
+    calls = []
+    decode = tiny.decode_windows
+
+    def spy(mels, options, prompts=None, frames=None):
+        calls.append([list(p) for p in prompts] if prompts is not None else [options.prompt] * len(mels))
+        return decode(mels, options, prompts=prompts, frames=frames)
+
+    monkeypatch.setattr(tiny, "decode_windows", spy)
+    result = tiny.transcribe(lecture, temperature=0.0, batch_size=2)
+    assert result["text"].strip()
+    regions = speech_regions(lecture, VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160))
+    windows = speech_windows(regions, sum(end - start for start, end in regions) // mw.features.HOP_LENGTH)
+    runs = contiguous_runs(list(range(len(windows))), 2)
+    assert len(windows) >= 3 and len(runs) == 2
+    steps = calls[:len(runs[0])]
+    assert [len(rows) for rows in steps] == [sum(len(run) > i for run in runs) for i in range(len(runs[0]))]
+    assert not any(steps[0]) and all(all(rows) for rows in steps[1:])  # heads without text, then each after its own
