@@ -129,10 +129,10 @@ def add_decoding_arguments(t: argparse.ArgumentParser) -> None:
                    help="length penalty for ranking candidates (default: divide by the length)")
     t.add_argument("--suppress-tokens", "--suppress_tokens", default="-1",
                    help="comma-separated token ids never written; -1: symbols that are never speech (default)")
-    t.add_argument("--repetition-penalty", type=float, default=None,
+    t.add_argument("--repetition-penalty", type=_positive_float, default=None,
                    help="against loops: logits of tokens a window already sampled divided (positive) or multiplied "
                         "(negative) by this; > 1 penalizes (faster-whisper's; default 1, off)")
-    t.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+    t.add_argument("--no-repeat-ngram-size", type=_positive_int, default=None, metavar="N",
                    help="against loops: no N-gram twice in a window (faster-whisper's; default 0, off)")
     t.add_argument("--initial-prompt", "--initial_prompt", default=None, help="text to condition the first window on")
     t.add_argument("--condition-on-previous-text", action=argparse.BooleanOptionalAction, default=True,
@@ -226,6 +226,13 @@ def compiled_dirs(args: argparse.Namespace) -> list[str] | None:
     if getattr(args, "backend", "max") != "max":
         raise WhisperError("--compiled is for the max backend")
     return [str(d) for d in args.compiled]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

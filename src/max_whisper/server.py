@@ -150,7 +150,8 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
                 silence_threshold_db=options.silence_threshold_db, **{k: v for k, v in kwargs.items() if v is not None})
             model.tokenizer(transcribe_options.decoding.language, task)  # a language the model has
         except WhisperError as e:
-            raise ApiError(400, str(e), "language" if kwargs["language"] else None) from None
+            param = "vad_parameters" if "vad" in str(e) else "language" if kwargs["language"] else None
+            raise ApiError(400, str(e), param) from None
         filename = upload.filename or "upload"
         data = await upload.read(max_bytes + 1)
         if len(data) > max_bytes:
