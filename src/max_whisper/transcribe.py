@@ -208,7 +208,10 @@ def transcribe_with(model: Engine, audio: str | Path | np.ndarray, options: Tran
         raise WhisperError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}")
     vad = options.vad_options()
     regions = speech_regions(audio, vad) if vad is not None else [(0, len(audio))]
-    speech = np.concatenate([audio[start:end] for start, end in regions]) if regions else audio[:0]
+    if vad is None:
+        speech = audio  # the whole recording: no copy
+    else:
+        speech = np.concatenate([audio[start:end] for start, end in regions]) if regions else audio[:0]
     mel = LogMelFeatures(speech if speech.size else audio, model.dims.n_mels, padding=N_SAMPLES)
     language = options.decoding.language
     if language is None:
