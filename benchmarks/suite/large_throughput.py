@@ -43,6 +43,16 @@ def recordings(files: int) -> list[np.ndarray]:
     return [lecture] * files
 
 
+def thirty_second_chunks(audios: list[np.ndarray]) -> list[np.ndarray]:
+    """Every recording cut into 30 s chunks (the last of each shorter), as transformers' and openai-whisper's
+    runs decode them."""
+    return [a[i:i + N_SAMPLES] for a in audios for i in range(0, len(a), N_SAMPLES)]
+
+
+def seconds(audios: list[np.ndarray]) -> float:
+    return sum(len(a) for a in audios) / SAMPLE_RATE
+
+
 def prompt_ids(tokenizer_json: Path, multilingual: bool, num_languages: int) -> tuple[list[int], int]:
     from max_whisper.tokenizer import get_tokenizer
 
@@ -92,7 +102,7 @@ def run_max(folder: Path, args, batch: int | None) -> dict:
                                                                                    **options)],
                            args.runs, warmup=1)
     segments = [s for r in results for s in r["segments"]]
-    out = summary(walls, len(recording) / SAMPLE_RATE, len(segments), sum(len(s["tokens"]) for s in segments),
+    out = summary(walls, seconds(audios), len(segments), sum(len(s["tokens"]) for s in segments),
                   args.device)
     how = f"transcribe_files at_once={args.files}" if batch is None else f"throughput mode batch_size={batch}"
     return {"engine": f"max-whisper {model.dtype}, {how}", "load_s": round(load_s, 1), **out}
@@ -107,7 +117,8 @@ def run_transformers(folder: Path, args, batch: int) -> dict:
     model = transformers.WhisperForConditionalGeneration.from_pretrained(
         str(folder), dtype=dtype, attn_implementation="sdpa").to(where).eval()
     extractor = transformers.WhisperFeatureExtractor(feature_size=model.config.num_mel_bins)
-    chunks = [a[i:i + N_SAMPLES] for a in recordings(args.files) for i in range(0, len(a), N_SAMPLES)]
+    audios = recordings(args.files)
+    chunks = thirty_second_chunks(audios)
     start = torch.tensor([prompt], device=where)
 
     def run() -> list:
@@ -129,7 +140,7 @@ def run_transformers(folder: Path, args, batch: int) -> dict:
     ids, walls = timed(run, args.runs, warmup=1)
     return {"engine": f"transformers {transformers.__version__} {dtype} sdpa, generate batch {batch}, torch "
                       f"{torch.__version__}",
-            **summary(walls, args.files * len(recordings(1)[0]) / SAMPLE_RATE, len(ids), sum(map(len, ids)), args.device)}
+            **summary(walls, seconds(audios), len(ids), sum(map(len, ids)), args.device)}
 
 
 def run_openai(folder: Path, args) -> dict:
@@ -145,7 +156,8 @@ def run_openai(folder: Path, args) -> dict:
     model.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in ckpt.state.items()})
     where, dtype = torch_device(args.device)
     model = model.to(where).eval()  # its layer norms need float32 weights; fp16 casts the others per call
-    chunks = [a[i:i + N_SAMPLES] for a in recordings(args.files) for i in range(0, len(a), N_SAMPLES)]
+    audios = recordings(args.files)
+    chunks = thirty_second_chunks(audios)
     options = whisper.DecodingOptions(language="en", task="transcribe", without_timestamps=True, fp16=dtype == torch.float16,
                                       sample_len=args.tokens, suppress_tokens=[-1, eot], temperature=0.0)
 
@@ -160,7 +172,7 @@ def run_openai(folder: Path, args) -> dict:
     ids, walls = timed(run, args.runs, warmup=1)
     return {"engine": f"openai-whisper {whisper.__version__} {'fp16' if dtype == torch.float16 else 'fp32'}, decode batch {args.files}, torch "
                       f"{torch.__version__}",
-            **summary(walls, args.files * len(recordings(1)[0]) / SAMPLE_RATE, len(ids), sum(map(len, ids)), args.device)}
+            **summary(walls, seconds(audios), len(ids), sum(map(len, ids)), args.device)}
 
 
 def main() -> None:
