@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import max_whisper as mw
-from max_whisper import WhisperError, cli
+from max_whisper import WhisperError, cli, outputs
 from conftest import mixed_recordings, write_wav
 
 
@@ -219,8 +219,8 @@ def test_same_file_names_in_different_folders_keep_their_own_outputs(tmp_path, s
 
 def test_output_names_are_stems_unless_they_clash(tmp_path):
     a, b, c = tmp_path / "a" / "x.wav", tmp_path / "b" / "x.wav", tmp_path / "a" / "y.wav"
-    assert cli.output_names([a, c]) == [Path("x"), Path("y")]
-    assert cli.output_names([a, b, c, a]) == [Path("a/x"), Path("b/x"), Path("y"), Path("a/x")]  # a twice: one name
+    assert outputs.output_names([a, c]) == [Path("x"), Path("y")]
+    assert outputs.output_names([a, b, c, a]) == [Path("a/x"), Path("b/x"), Path("y"), Path("a/x")]  # a twice: one name
 
 
 def test_english_only_model_refuses_another_language(speech, capsys, tiny, use_tiny):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 HEAVY = ("max_whisper.bench", "max_whisper.backends.peers", "max_whisper.cli", "max_whisper.server",
-         "torch", "whisper", "transformers", "faster_whisper", "ctranslate2", "fastapi")
+         "max_whisper.distributed", "ray", "pyarrow", "torch", "whisper", "transformers", "faster_whisper", "ctranslate2", "fastapi")
 
 
 def test_importing_the_package_loads_no_peer_bench_or_front_end():

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
 import traceback
-from collections import Counter
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +21,7 @@ from .errors import WhisperError, describe, file_error
 from .tokenizer import language_code
 from .vad import VadOptions
 from .alignment import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
-from .outputs import FORMATS, SubtitleOptions, format_timestamp, write_result
+from .outputs import FORMATS, SubtitleOptions, format_timestamp, output_names, write_result
 from .runtime.device import DTYPES as DEVICE_DTYPES
 
 # Extensions picked up when a directory is given (files named explicitly may have any).
@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="max-whisper", description="Whisper speech recognition on MAX graphs")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("transcribe", help="transcribe audio files or folders of them")
-    t.add_argument("inputs", nargs="*", type=Path, help="audio files (any format FFmpeg reads) or folders")
+    t.add_argument("inputs", nargs="*", type=Path,
+                   help="audio files (any format FFmpeg reads), folders, or manifests: a .txt (a path a line), "
+                        ".jsonl ({\"path\": ...} a line) or .parquet (a path column) file of paths")
     t.add_argument("--sample", action="store_true", help="transcribe the bundled 11 s sample")
     t.add_argument("--model", default="tiny.en", help=MODEL_HELP)
     t.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
@@ -71,9 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vad-parameters", type=_vad_parameters, default=None, metavar="NAME=VALUE,...",
                    help="VAD options by faster-whisper's names: threshold, neg_threshold, min_speech_duration_ms, "
                         "max_speech_duration_s, min_silence_duration_ms, speech_pad_ms")
-    t.add_argument("--files-at-once", type=_positive_int, default=1, metavar="N",
+    t.add_argument("--files-at-once", type=_positive_int, default=None, metavar="N",
                    help="max backend: transcribe N files at a time, their windows decoded together as one batch; "
-                        "each file keeps the sequential loop and its previous-text conditioning (default 1)")
+                        "each file keeps the sequential loop and its previous-text conditioning (default 1; with "
+                        "--ray 8 per worker)")
+    t.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="transcribe on a Ray cluster (pip install 'max-whisper[distributed]'): the one at ADDRESS, "
+                        "or without it one started on this machine; writes the output files and a results table "
+                        "(OUTPUT_DIR/results/*.jsonl) and skips files an earlier run completed")
+    t.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="with --ray: engine workers (default: one per GPU of the cluster with --device gpu, else 1)")
     t.add_argument("--silence-threshold-db", type=_decibels_or_off, default=None, metavar="DB",
                    help="max backend: windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
                         "(default -60; 'off' decodes every window, as openai-whisper does)")
@@ -316,11 +325,20 @@ def _temperature(text: str) -> float:
     return value
 
 
+MANIFESTS = (".txt", ".jsonl", ".parquet")
+
+
 def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
-    """Files as given, folders walked for audio; returns (files, problems)."""
-    files, problems = [], []
+    """Files as given, folders walked for audio, manifests read; returns (files, problems)."""
+    files: list[Path] = []
+    problems: list[str] = []
     for path in inputs:
-        if path.is_dir():
+        if path.suffix.lower() in MANIFESTS:
+            try:
+                files.extend(read_manifest(path))
+            except WhisperError as e:
+                problems.append(str(e))
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
             if not found:
                 problems.append(f"{path}: folder has no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))})")
@@ -328,6 +346,43 @@ def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
         else:
             files.append(path)  # missing or unreadable files are reported when they are read
     return files, problems
+
+
+def read_manifest(path: Path) -> list[Path]:
+    """The paths a manifest lists: a text file of a path a line (blank lines and # comments skipped), JSON
+    lines of objects with a "path", or a Parquet table with a "path" column; relative paths are relative to
+    the manifest's folder."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise WhisperError(f"{path}: a Parquet manifest needs pyarrow (pip install "
+                                   "'max-whisper[distributed]')") from None
+            table = pq.read_table(path)
+            if "path" not in table.column_names:
+                raise WhisperError(f"{path}: no 'path' column (columns: {', '.join(table.column_names)})")
+            listed = [str(p) for p in table.column("path").to_pylist()]
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            if path.suffix.lower() == ".jsonl":
+                listed = [_manifest_path(path, i, line) for i, line in enumerate(listed, 1)]
+    except (OSError, UnicodeDecodeError) as e:
+        raise WhisperError(f"{path}: cannot read the manifest: {describe(e)}") from None
+    except ValueError as e:  # pyarrow's errors for a file that is not Parquet
+        raise WhisperError(f"{path}: not a Parquet manifest: {describe(e)}") from None
+    return [path.parent / p for p in listed]
+
+
+def _manifest_path(manifest: Path, number: int, line: str) -> str:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        raise WhisperError(f"{manifest}:{number}: not a JSON line") from None
+    if not isinstance(row, dict) or not isinstance(row.get("path"), str):
+        raise WhisperError(f"{manifest}:{number}: a manifest line needs a \"path\" string")
+    return row["path"]
 
 
 class Progress:
@@ -366,6 +421,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         check_writable(output_dir)  # before any audio is transcribed
     options, subtitles = transcribe_options(args), subtitle_options(args)
     dtype = _dtype(args)
+    if args.ray is not None:
+        return _on_ray(args, files, problems, options, formats, output_dir, subtitles)
+    if args.workers is not None:
+        raise WhisperError("--workers needs --ray")
+    args.files_at_once = args.files_at_once or 1
     if args.files_at_once > 1 and (args.backend != "max" or args.batch_size is not None):
         raise WhisperError("--files-at-once needs the max backend, and no --batch-size (each file runs the "
                            "sequential loop)")
@@ -428,6 +488,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _on_ray(args: argparse.Namespace, files: list[Path], problems: list[str], options: dict, formats: list[str],
+            output_dir: Path, subtitles: SubtitleOptions) -> int:
+    """`transcribe --ray`: the files on a Ray cluster (`distributed.run_corpus`)."""
+    from .distributed import CorpusJob, run_corpus
+
+    if args.backend != "max" or args.batch_size is not None:
+        raise WhisperError("--ray runs the max backend's sequential loop: no --backend other than max, no --batch-size")
+    job = CorpusJob(model=args.model, device=args.device, dtype=_dtype(args), options=options,
+                    compiled=tuple(compiled_dirs(args) or ()) or None, files_at_once=args.files_at_once or 8,
+                    workers=args.workers)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    summary = run_corpus(files, job, output_dir, formats, subtitles, address=args.ray or None)
+    print(summary.line(), file=sys.stderr)
+    return 1 if problems or summary.failed else 0
+
+
 def _dtype(args: argparse.Namespace) -> str:
     """--dtype, or openai-whisper's --fp16 where given: float16 on a GPU; the CPU engine runs float32 only."""
     if args.fp16 is None:
@@ -445,26 +522,6 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise WhisperError(f"{folder}: cannot write output files there ({e.strerror or e})") from None
-
-
-def output_names(files: list[Path]) -> list[Path]:
-    """Where each input's output files go, relative to the output folder and without the format's extension:
-    the input's stem; where different inputs share a stem, their paths from the folder they have in common
-    (`a/x.wav`, `b/x.wav` -> `a/x`, `b/x`), with the extension where that is not enough (`x.wav`, `x.mp3` ->
-    `x.wav`, `x.mp3`), so that no input's outputs overwrite another's."""
-    by_stem: dict[str, set[Path]] = {}
-    for f in files:
-        by_stem.setdefault(f.stem, set()).add(f.resolve())
-    names: dict[Path, Path] = {}
-    for stem, paths in by_stem.items():
-        if len(paths) == 1:
-            names[next(iter(paths))] = Path(stem)
-            continue
-        root = Path(os.path.commonpath(list(paths)))
-        relative = {p: p.relative_to(root) for p in paths}
-        bare = Counter(r.with_suffix("") for r in relative.values())
-        names.update({p: r.with_suffix("") if bare[r.with_suffix("")] == 1 else r for p, r in relative.items()})
-    return [names[f.resolve()] for f in files]
 
 
 def _counting_files(done, total: int):

@@ -150,6 +150,10 @@ class LogMelFeatures:
         held = np.concatenate([_log_mel(power, self.n_mels) for power in spectra], axis=1)
         return float(held.max()), held
 
+    def precompute(self) -> None:
+        """Compute pass one now rather than at the first window."""
+        self._pass_one
+
     def _block(self, start: int) -> int:
         return min(self.CHUNK_FRAMES, self.n_frames - start)
 

@@ -108,6 +108,12 @@ def load_checkpoint(name_or_path: str | Path) -> Checkpoint:
     return ckpt
 
 
+def dimensions(name_or_path: str | Path) -> ModelDimensions:
+    """A model's dimensions: from `ARCHITECTURES` for an official name, else from its checkpoint."""
+    name = canonical_name(str(name_or_path))
+    return ARCHITECTURES[name] if name in ARCHITECTURES else load_checkpoint(name_or_path).dims
+
+
 def hub_folder(name: str) -> Path:
     """The local snapshot of a model's Hub repository: from the cache, downloaded first where the Hub is
     reachable and the cache lacks it."""

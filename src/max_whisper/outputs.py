@@ -7,6 +7,7 @@ import json
 import os
 import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
@@ -140,9 +141,29 @@ WRITERS: dict[str, Callable[[dict, TextIO, SubtitleOptions], None]] = {
 }
 
 
+def output_names(files: list[Path]) -> list[Path]:
+    """Where each input's output files go, relative to the output folder and without the format's extension:
+    the input's stem; where different inputs share a stem, their paths from the folder they have in common
+    (`a/x.wav`, `b/x.wav` -> `a/x`, `b/x`), with the extension where that is not enough (`x.wav`, `x.mp3` ->
+    `x.wav`, `x.mp3`), so that no input's outputs overwrite another's."""
+    by_stem: dict[str, set[Path]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem, set()).add(f.resolve())
+    names: dict[Path, Path] = {}
+    for stem, paths in by_stem.items():
+        if len(paths) == 1:
+            names[next(iter(paths))] = Path(stem)
+            continue
+        root = Path(os.path.commonpath(list(paths)))
+        relative = {p: p.relative_to(root) for p in paths}
+        bare = Counter(r.with_suffix("") for r in relative.values())
+        names.update({p: r.with_suffix("") if bare[r.with_suffix("")] == 1 else r for p, r in relative.items()})
+    return [names[f.resolve()] for f in files]
+
+
 def write_result(result: dict, base: Path, fmt: str, options: SubtitleOptions = SubtitleOptions()) -> Path:
     """Write `<base>.<fmt>` (folders made as needed); a failure never leaves a partial file in its place."""
-    target = base.with_name(f"{base.name}.{fmt}")
+    target = output_path(base, fmt)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
@@ -153,3 +174,8 @@ def write_result(result: dict, base: Path, fmt: str, options: SubtitleOptions = 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def output_path(base: Path, fmt: str) -> Path:
+    """Where `write_result(result, base, fmt)` writes."""
+    return base.with_name(f"{base.name}.{fmt}")

@@ -201,32 +201,72 @@ def transcribe(  # noqa: PLR0913  (openai-whisper's keywords, so that code writt
 def transcribe_with(model: Engine, audio: str | Path | np.ndarray, options: TranscribeOptions,
                     on_progress: Progress | None = None) -> dict:
     """`transcribe` with its options made."""
+    return transcribe_speech(model, front_end(audio, options, model.dims.n_mels), options, on_progress)
+
+
+@dataclass
+class Speech:
+    """A recording's front end, all of it done before the model's first call: the speech regions VAD found
+    (None without VAD: the whole recording) and the log-mel of that speech, one after another."""
+
+    source: str  # what errors name: the file, or "audio"
+    samples: int  # the recording's length
+    regions: list[tuple[int, int]] | None
+    mel: LogMelFeatures
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    @property
+    def empty(self) -> bool:
+        return self.regions is not None and not self.regions
+
+
+def front_end(audio: str | Path | np.ndarray, options: TranscribeOptions, n_mels: int,
+              precompute: bool = False) -> Speech:
+    """Load (a path), VAD (with `options.vad_filter`) and log-mel features for a model of `n_mels` mels;
+    `precompute` computes the log-mel now (it is otherwise computed as the loop reads its windows), for a
+    front end run apart from the model (a CPU task of a Ray job)."""
+    source = str(audio) if isinstance(audio, (str, Path)) else "audio"
     if isinstance(audio, (str, Path)):
         audio = load_audio(audio)
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
         raise WhisperError(f"audio must be a non-empty 1-D array of 16 kHz samples, got shape {audio.shape}")
     vad = options.vad_options()
-    regions = speech_regions(audio, vad) if vad is not None else [(0, len(audio))]
-    if vad is None:
+    regions = speech_regions(audio, vad) if vad is not None else None
+    if regions is None:
         speech = audio  # the whole recording: no copy
     else:
         speech = np.concatenate([audio[start:end] for start, end in regions]) if regions else audio[:0]
-    mel = LogMelFeatures(speech if speech.size else audio, model.dims.n_mels, padding=N_SAMPLES)
+    mel = LogMelFeatures(speech if speech.size else audio, n_mels, padding=N_SAMPLES)
+    if precompute:
+        mel.precompute()
+    return Speech(source, audio.size, regions, mel)
+
+
+def transcribe_speech(model: Engine, speech: Speech, options: TranscribeOptions,
+                      on_progress: Progress | None = None) -> dict:
+    """The long-form loop over a recording's front end (`front_end`, made for a model of these mels)."""
+    mel = speech.mel
+    if mel.n_mels != model.dims.n_mels:
+        raise WhisperError(f"features of {mel.n_mels} mels for a model of {model.dims.n_mels}")
     language = options.decoding.language
     if language is None:
         language = model.detect_language(pad_or_trim(mel.window(0, N_FRAMES), N_FRAMES))[0] \
             if model.dims.is_multilingual else "en"
-    if not speech.size:
+    if speech.empty:
         return {"text": "", "segments": [], "language": language}
     options = replace(options, decoding=replace(options.decoding, language=language))
     loop = Loop(model, mel, options, model.tokenizer(language, options.decoding.task), on_progress)
     if options.batch_size is None:
         result = loop.sequential()
     else:
-        result = loop.batched(speech_windows(regions, mel.n_frames - N_FRAMES))
-    if vad is not None:
-        SpeechMap(regions).restore(result["segments"])
+        assert speech.regions is not None, "the throughput mode always runs the VAD"
+        result = loop.batched(speech_windows(speech.regions, mel.n_frames - N_FRAMES))
+    if speech.regions is not None:
+        SpeechMap(speech.regions).restore(result["segments"])
         clear_wordless(result)
     return result
 
