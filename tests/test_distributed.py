@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,17 +27,27 @@ pytest.importorskip("ray", reason="the distributed extra: pip install 'max-whisp
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A Ray cluster on this machine for the module: 4 logical CPUs (two engine actors, two front-end tasks)."""
+    """A Ray cluster on this machine for the module, 4 logical CPUs (two engine actors, two front-end tasks);
+    `ray start --block` ends it, and only it, when interrupted."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ray = [sys.executable, "-m", "ray.scripts.scripts"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}  # a test cluster on loopback
-    subprocess.run([*ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "4",
-                    "--include-dashboard", "false", "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
-                   check=True, capture_output=True, env=env)
+    head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                             "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "4",
+                             "--include-dashboard", "false", "--temp-dir", str(tmp_path_factory.mktemp("ray"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while True:  # the cluster takes its driver once the head's node is up
+        up = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{port}')"],
+                            capture_output=True, env=env)
+        if up.returncode == 0 or head.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert up.returncode == 0, up.stderr.decode()[-2000:]
     yield f"127.0.0.1:{port}"
-    subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env)
+    head.send_signal(signal.SIGINT)
+    head.wait(timeout=120)
 
 
 def max_whisper(*argv: str) -> subprocess.CompletedProcess:

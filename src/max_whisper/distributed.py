@@ -66,6 +66,8 @@ class CorpusJob:
 
 @dataclass
 class CorpusSummary:
+    """What a corpus run did, for its last line."""
+
     files: int = 0  # given
     skipped: int = 0  # done by an earlier run
     transcribed: int = 0
@@ -123,12 +125,13 @@ def worker_count(job: CorpusJob) -> int:
 
 def transcribe_dataset(paths, job: CorpusJob):
     """A `ray.data.Dataset` of rows {"path": ...} transcribed: rows of COLUMNS (segments as JSON; error the
-    file's one-line error, else empty), in no particular order."""
+    file's one-line error, else empty), in no particular order. Run it in a process that has loaded no model:
+    pyarrow's compute library, which Ray Data uses, crashes where MAX loaded first (MAX 26.7, pyarrow 26)."""
     import ray.data
 
     dims = dimensions(job.model)
     features = paths.map(_FrontEnd(job.transcribe_options, dims.n_mels), num_cpus=1)
-    # Ray Data restarts an engine actor that dies and reruns its batch (its actor pools' default:
+    # Ray Data restarts an engine actor that dies and reruns its files (its actor pools' default:
     # max_restarts=-1, max_task_retries=-1; tests/test_distributed.py kills one). The memory an engine holds
     # is reserved, which also keeps Ray from running the front end inside the actors (fusing the stages).
     return features.map_batches(
