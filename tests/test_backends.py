@@ -136,3 +136,59 @@ def test_max_gpu_without_gpu_is_an_error(monkeypatch):
     monkeypatch.setattr(driver, "accelerator_count", lambda: 0)
     with pytest.raises(WhisperError, match="device 'gpu' requested but MAX finds no GPU"):
         mw.load_model("tiny.en", device="gpu")
+
+
+def test_ggml_file_holds_the_checkpoint_as_whisper_cpp_reads_it(tiny, tmp_path):
+    import struct
+
+    from max_whisper.backends.ggml import write_ggml
+    from max_whisper.features import mel_filters
+    from max_whisper.weights import expected_state_names
+
+    ckpt = tiny.checkpoint
+    data = write_ggml(ckpt, tmp_path / "tiny.en.bin", float16=True).read_bytes()
+    d = ckpt.dims
+    header = struct.unpack_from("<12i", data)
+    assert header == (0x67676D6C, d.n_vocab, d.n_audio_ctx, d.n_audio_state, d.n_audio_head, d.n_audio_layer,
+                      d.n_text_ctx, d.n_text_state, d.n_text_head, d.n_text_layer, d.n_mels, 1)
+    at = 48
+    rows, cols = struct.unpack_from("<2i", data, at)
+    filters = np.frombuffer(data, np.float32, rows * cols, at + 8).reshape(rows, cols)
+    np.testing.assert_array_equal(filters, mel_filters(d.n_mels))
+    at += 8 + 4 * rows * cols
+    (n_tokens,) = struct.unpack_from("<i", data, at)
+    at += 4
+    tokens = []
+    for _ in range(n_tokens):
+        (size,) = struct.unpack_from("<i", data, at)
+        tokens.append(data[at + 4:at + 4 + size])
+        at += 4 + size
+    tokenizer = tiny.tokenizer()
+    assert n_tokens == tokenizer.eot  # the byte-level tokens below <|endoftext|>
+    assert [tokens[t] for t in tokenizer.encode(" ask not what your country")] == [
+        w.encode() for w in (" ask", " not", " what", " your", " country")]
+    tensors = {}
+    while at < len(data):
+        n_dims, name_size, half = struct.unpack_from("<3i", data, at)
+        shape = struct.unpack_from(f"<{n_dims}i", data, at + 12)[::-1]
+        name = data[at + 12 + 4 * n_dims:at + 12 + 4 * n_dims + name_size].decode()
+        at += 12 + 4 * n_dims + name_size
+        count = int(np.prod(shape))
+        tensors[name] = np.frombuffer(data, np.float16 if half else np.float32, count, at).reshape(shape)
+        at += count * (2 if half else 4)
+    assert set(tensors) == set(expected_state_names(d))
+    embedding = ckpt.state["decoder.token_embedding.weight"]
+    np.testing.assert_array_equal(tensors["decoder.token_embedding.weight"], embedding.astype(np.float16))
+    assert tensors["encoder.conv1.bias"].shape == (d.n_audio_state, 1)
+    assert tensors["encoder.positional_embedding"].dtype == np.float32
+
+
+def test_whisper_cpp_runs_the_same_weights(jfk, monkeypatch, tmp_path):
+    pytest.importorskip("pywhispercpp", reason="the peers extra")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the converted file
+    model = mw.load_model("tiny.en", backend="whisper.cpp")
+    result = model.transcribe(jfk, temperature=0.0)
+    assert "ask not what your country can do for you" in result["text"].lower()
+    assert result["segments"][0]["text"].startswith(" ") and result["segments"][-1]["end"] <= 11.1
+    with pytest.raises(WhisperError, match="decodes greedily"):
+        model.transcribe(jfk, beam_size=5)

@@ -35,7 +35,8 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     """`max-whisper bench`'s arguments."""
     b.add_argument("audio", nargs="+", type=Path, help="audio files (all are transcribed in every run)")
     b.add_argument("--backends", default="reference,hybrid,max,faster-whisper",
-                   help="comma-separated: max, hybrid, reference, faster-whisper, transformers")
+                   help="comma-separated: max, hybrid, reference, faster-whisper, transformers, whisper.cpp; "
+                        "NAME:DTYPE sets one backend's weights (faster-whisper:int8, whisper.cpp:float16)")
     b.add_argument("--devices", default="cpu", help="comma-separated: cpu, gpu")
     b.add_argument("--model", default="tiny.en")
     b.add_argument("--runs", type=int, default=5, help="timed runs per backend (default 5)")
@@ -56,7 +57,8 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench the arguments describe; returns the exit code."""
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    chosen = [b.strip().partition(":")[::2] for b in args.backends.split(",") if b.strip()]
+    backends = [name for name, _ in chosen]
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
     for b in backends:
         if b not in BACKENDS:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = []
     for device in devices:
-        for backend in backends:
+        for backend, dtype in chosen:
             modes: list[dict] = [{}]
             if backend == "max" and args.batch_size:
                 modes.append({"batch_size": args.batch_size, "batching": f"{args.batch_size} windows"})
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             for mode in modes:
                 config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
                           "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
-                          "dtype": args.dtype if device == "gpu" else "float32",
+                          "dtype": dtype or (args.dtype if device == "gpu" else "float32"),
                           "compiled": compiled if backend == "max" else None, "batching": None, **mode}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
@@ -279,7 +281,7 @@ def machine() -> dict:
     return info
 
 
-COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("batching", "batched", "{}"),
+COLUMNS = [("backend", "backend", "{}"), ("device", "device", "{}"), ("dtype", "weights", "{}"), ("batching", "batched", "{}"),
            ("load_s", "load+compile s", "{:.1f}"),
            ("median_s", "median s", "{:.3f}"), ("min_s", "min s", "{:.3f}"), ("realtime_x", "x real time", "{:.1f}"),
            ("speedup_vs_cpu_reference", "speedup vs CPU ref", "{:.2f}x"), ("max_graph_median_s", "in MAX graphs s", "{:.3f}"),
@@ -298,8 +300,8 @@ def markdown(report: dict) -> str:
              "|" + " --- |" * len(COLUMNS)]
     for r in report["rows"]:
         if r.get("error"):
-            lines.append(f"| {r['backend']} | {r['device']} | {r.get('batching') or 'n/a'} | failed: {r['error']} |"
-                         + " |" * (len(COLUMNS) - 4))
+            lines.append(f"| {r['backend']} | {r['device']} | {r['dtype']} | {r.get('batching') or 'n/a'} | "
+                         f"failed: {r['error']} |" + " |" * (len(COLUMNS) - 5))
             continue
         cells = []
         for key, _, fmt in COLUMNS:
@@ -318,7 +320,8 @@ def _chart(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in report["rows"] if not r.get("error")]
-    labels = [f"{r['backend']}\n{r['device']}" + (f" {r['batching']}" if r.get("batching") else "") for r in rows]
+    labels = [f"{r['backend']}\n{r['device']} {r['dtype']}" + (f" {r['batching']}" if r.get("batching") else "")
+              for r in rows]
     graph = [r["max_graph_median_s"] for r in rows]
     other = [r["other_median_s"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.5))

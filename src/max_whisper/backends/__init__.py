@@ -1,7 +1,7 @@
-"""One interface over five ways to run Whisper, all on the same weights.
+"""One interface over six ways to run Whisper, all on the same weights.
 
 - `max`: the pure MAX engine (encoder and KV-cached decoder graphs), the product;
-- `hybrid`, `reference`, `faster-whisper`, `transformers`: the peers it is measured against (`peers`),
+- `hybrid`, `reference`, `faster-whisper`, `transformers`, `whisper.cpp`: the peers it is measured against (`peers`),
   imported only when asked for.
 
 Each returns a `Backend`: `transcribe(audio, **options)` giving openai-whisper's result dict, and
@@ -19,7 +19,7 @@ from ..errors import WhisperError
 from ..models import load_checkpoint
 from ..runtime.device import DEFAULT_ROWS
 
-BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers")
+BACKENDS = ("max", "hybrid", "reference", "faster-whisper", "transformers", "whisper.cpp")
 
 
 class Backend(Protocol):
@@ -53,5 +53,7 @@ def load_model(name: str | Path = "tiny.en", device: str = "cpu", backend: str =
     if backend == "hybrid":
         return peers.HybridModel(load_checkpoint(name), device)
     if backend == "faster-whisper":
-        return peers.FasterWhisperModel(name, device)
+        return peers.FasterWhisperModel(name, device, compute_type=None if dtype == "auto" else dtype)
+    if backend == "whisper.cpp":
+        return peers.WhisperCppModel(load_checkpoint(name), device, "float16" if dtype == "auto" else dtype)
     return peers.TransformersModel(load_checkpoint(name), device)

@@ -5,7 +5,9 @@
 - `reference`: openai-whisper on PyTorch, CPU or CUDA (extra `reference`);
 - `faster-whisper`: CTranslate2 through faster-whisper, the strongest CPU peer (extra `peers`);
 - `transformers`: Hugging Face transformers' chunked pipeline, every 30 s chunk of a file in one
-  batch (fp16 on CUDA), the usual batched GPU peer (extra `peers`).
+  batch (fp16 on CUDA), the usual batched GPU peer (extra `peers`);
+- `whisper.cpp`: whisper.cpp on the CPU through pywhispercpp, the weights converted to its ggml file
+  (`backends.ggml`; extra `peers`).
 
 Imported only when one of them is asked for: the product does not need torch, openai-whisper,
 CTranslate2 or transformers.
@@ -13,6 +15,8 @@ CTranslate2 or transformers.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +171,73 @@ class FasterWhisperModel:
 
     def max_graph_seconds(self) -> float:
         return 0.0
+
+
+class WhisperCppModel:
+    """whisper.cpp (pywhispercpp) on the CPU, on the same weights written as its ggml file: float16 (its
+    default) or float32, converted once into the cache."""
+
+    backend = "whisper.cpp"
+    TAKES = {"language", "task", "temperature", "beam_size", "initial_prompt", "condition_on_previous_text",
+             "on_progress"}
+
+    def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float16"):
+        try:
+            from pywhispercpp.model import Model
+        except ImportError:
+            raise WhisperError("the whisper.cpp backend needs pywhispercpp: pip install 'max-whisper[peers]'") from None
+        if device != "cpu":
+            raise WhisperError("the whisper.cpp backend runs on the CPU here (pywhispercpp's wheel has no GPU)")
+        if dtype not in ("float16", "float32"):
+            raise WhisperError(f"the whisper.cpp backend takes float16 or float32 weights, not {dtype}")
+        from .ggml import write_ggml
+
+        self.device, self.dtype = device, dtype
+        path = ggml_cache() / f"{_fingerprint(ckpt)}-{dtype}.bin"
+        if not path.exists():
+            write_ggml(ckpt, path, float16=dtype == "float16")
+        self.english_only = not ckpt.dims.is_multilingual
+        self.model = Model(str(path), redirect_whispercpp_logs_to=None, n_threads=os.cpu_count() or 1,
+                           print_progress=False, print_realtime=False)
+
+    def transcribe(self, audio, **options) -> dict:
+        unknown = set(options) - self.TAKES
+        if unknown:
+            raise WhisperError(f"the whisper.cpp backend does not take {', '.join(sorted(unknown))}")
+        if options.get("beam_size"):
+            raise WhisperError("the whisper.cpp backend decodes greedily here: leave out beam_size")
+        params: dict[str, Any] = {"language": options.get("language") or ("en" if self.english_only else "auto"),
+                                  "translate": options.get("task") == "translate",
+                                  "no_context": not options.get("condition_on_previous_text", True),
+                                  "initial_prompt": options.get("initial_prompt") or ""}
+        temperature = options.get("temperature", 0.0)
+        if isinstance(temperature, (tuple, list)):  # openai-whisper's fallback: whisper.cpp's first and step
+            params["temperature"] = float(temperature[0])
+            params["temperature_inc"] = float(temperature[1] - temperature[0]) if len(temperature) > 1 else 0.0
+        else:
+            params.update(temperature=float(temperature), temperature_inc=0.0)
+        samples = np.asarray(audio, np.float32)
+        segments = self.model.transcribe(samples, **params)
+        # its segments' texts come stripped: openai-whisper's start with the space before their first word
+        out: list[dict[str, Any]] = [{"id": i, "start": s.t0 / 100, "end": s.t1 / 100, "text": " " + s.text.strip()}
+               for i, s in enumerate(segments) if s.text.strip()]
+        return {"text": "".join(s["text"] for s in out), "segments": out, "language": params["language"]}
+
+    def max_graph_seconds(self) -> float:
+        return 0.0
+
+
+def ggml_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "max-whisper" / "ggml"
+
+
+def _fingerprint(ckpt: Checkpoint) -> str:
+    """Names a converted file after the weights it holds (dims, and a sample of every tensor)."""
+    digest = hashlib.sha256(repr(ckpt.dims).encode())
+    for name in sorted(ckpt.state):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(np.asarray(ckpt.state[name]).ravel()[:4096]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 class TransformersModel:
