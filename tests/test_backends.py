@@ -192,3 +192,5 @@ def test_whisper_cpp_runs_the_same_weights(jfk, monkeypatch, tmp_path):
     assert result["segments"][0]["text"].startswith(" ") and result["segments"][-1]["end"] <= 11.1
     with pytest.raises(WhisperError, match="decodes greedily"):
         model.transcribe(jfk, beam_size=5)
+    with pytest.raises(WhisperError, match="runs float16 weights"):
+        mw.load_model("tiny.en", backend="whisper.cpp", dtype="float32")

@@ -36,7 +36,7 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("audio", nargs="+", type=Path, help="audio files (all are transcribed in every run)")
     b.add_argument("--backends", default="reference,hybrid,max,faster-whisper",
                    help="comma-separated: max, hybrid, reference, faster-whisper, transformers, whisper.cpp; "
-                        "NAME:DTYPE sets one backend's weights (faster-whisper:int8, whisper.cpp:float16)")
+                        "NAME:DTYPE sets one backend's weights (faster-whisper:int8)")
     b.add_argument("--devices", default="cpu", help="comma-separated: cpu, gpu")
     b.add_argument("--model", default="tiny.en")
     b.add_argument("--runs", type=int, default=5, help="timed runs per backend (default 5)")
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             for mode in modes:
                 config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
                           "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
-                          "dtype": dtype or (args.dtype if device == "gpu" else "float32"),
+                          "dtype": dtype or _default_dtype(backend, device, args.dtype),
                           "compiled": compiled if backend == "max" else None, "batching": None, **mode}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
@@ -107,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     failed = [r for r in rows if r.get("error")]
     return 1 if failed else 0
+
+
+def _default_dtype(backend: str, device: str, gpu_dtype: str) -> str:
+    """A backend's weights unless NAME:DTYPE says: --dtype on the GPU, float32 on the CPU but for whisper.cpp,
+    which runs float16 only."""
+    if backend == "whisper.cpp":
+        return "float16"
+    return gpu_dtype if device == "gpu" else "float32"
 
 
 def _run_worker(config: dict) -> dict:

@@ -174,8 +174,8 @@ class FasterWhisperModel:
 
 
 class WhisperCppModel:
-    """whisper.cpp (pywhispercpp) on the CPU, on the same weights written as its ggml file: float16 (its
-    default) or float32, converted once into the cache."""
+    """whisper.cpp (pywhispercpp) on the CPU, on the same weights written as its ggml file in float16 (its
+    default; pywhispercpp 1.5.1's convolution aborts on float32 kernels), converted once into the cache."""
 
     backend = "whisper.cpp"
     TAKES = {"language", "task", "temperature", "beam_size", "initial_prompt", "condition_on_previous_text",
@@ -188,14 +188,15 @@ class WhisperCppModel:
             raise WhisperError("the whisper.cpp backend needs pywhispercpp: pip install 'max-whisper[peers]'") from None
         if device != "cpu":
             raise WhisperError("the whisper.cpp backend runs on the CPU here (pywhispercpp's wheel has no GPU)")
-        if dtype not in ("float16", "float32"):
-            raise WhisperError(f"the whisper.cpp backend takes float16 or float32 weights, not {dtype}")
+        if dtype != "float16":
+            raise WhisperError(f"the whisper.cpp backend runs float16 weights (its convolution takes no other), "
+                               f"not {dtype}")
         from .ggml import write_ggml
 
         self.device, self.dtype = device, dtype
-        path = ggml_cache() / f"{_fingerprint(ckpt)}-{dtype}.bin"
+        path = ggml_cache() / f"{_fingerprint(ckpt)}-float16.bin"
         if not path.exists():
-            write_ggml(ckpt, path, float16=dtype == "float16")
+            write_ggml(ckpt, path, float16=True)
         self.english_only = not ckpt.dims.is_multilingual
         self.model = Model(str(path), redirect_whispercpp_logs_to=None, n_threads=os.cpu_count() or 1,
                            print_progress=False, print_realtime=False)
