@@ -194,3 +194,13 @@ def test_whisper_cpp_runs_the_same_weights(jfk, monkeypatch, tmp_path):
         model.transcribe(jfk, beam_size=5)
     with pytest.raises(WhisperError, match="runs float16 weights"):
         mw.load_model("tiny.en", backend="whisper.cpp", dtype="float32")
+
+
+def test_whisper_cpp_from_the_command_line(speech, monkeypatch, tmp_path, capsys):
+    pytest.importorskip("pywhispercpp", reason="the peers extra")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", "whisper.cpp"]) == 0
+    assert "ask not what your country can do for you" in capsys.readouterr().out.lower()
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", "whisper.cpp",
+                     "--compression-ratio-threshold", "3"]) == 1
+    assert "not by compression ratio" in capsys.readouterr().err

@@ -22,13 +22,11 @@ from conftest import SHORT_CLIPS
 from max_whisper import cli
 from max_whisper.distributed import RESULTS, ResultsTable
 
-pytest.importorskip("ray", reason="the distributed extra: pip install 'max-whisper[distributed]'")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A Ray cluster on this machine for the module, 4 logical CPUs (two engine actors, two front-end tasks);
     `ray start --block` ends it, and only it, when interrupted."""
+    pytest.importorskip("ray", reason="the distributed extra: pip install 'max-whisper[distributed]'")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -183,15 +181,17 @@ def test_manifests_list_paths_relative_to_themselves(tmp_path, speech):
     files, problems = cli.expand_inputs([tmp_path / "list.txt", tmp_path / "list.jsonl"])
     assert problems == []
     assert files == [speech / "jfk.wav", tmp_path / "clips/a.wav", tmp_path / "clips/a.wav", Path("/data/b.flac")]
-    (tmp_path / "bad.jsonl").write_text('{"path": "a.wav"}\n{"file": "b.wav"}\n')
+    (tmp_path / "bad.jsonl").write_text('{"path": "a.wav"}\n\n{"file": "b.wav"}\n')
     assert cli.expand_inputs([tmp_path / "bad.jsonl", tmp_path / "none.txt"])[1] == [
-        f"{tmp_path / 'bad.jsonl'}:2: a manifest line needs a \"path\" string",
+        f"{tmp_path / 'bad.jsonl'}:3: a manifest line needs a \"path\" string",
         f"{tmp_path / 'none.txt'}: cannot read the manifest: FileNotFoundError: [Errno 2] No such file or directory: "
         f"'{tmp_path / 'none.txt'}'"]
 
 
-def test_ray_refuses_what_it_cannot_do(capsys):
+def test_ray_refuses_what_it_cannot_do(capsys, tmp_path):
     assert cli.main(["transcribe", "--sample", "--ray", "--batch-size", "4"]) == 2
     assert "--ray runs the max backend's sequential loop" in capsys.readouterr().err
     assert cli.main(["transcribe", "--sample", "--workers", "2"]) == 2
     assert "--workers needs --ray" in capsys.readouterr().err
+    assert cli.main(["transcribe", "--ray", str(tmp_path), "--sample"]) == 2  # a folder taken as the address
+    assert "--ray takes a cluster address, got the path" in capsys.readouterr().err

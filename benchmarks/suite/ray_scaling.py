@@ -6,10 +6,10 @@
 The corpus: --files recordings made from the repository's test speech (tests/speech), each every clip of it
 one after another in a rotated order, started after its own 0-990 ms of silence (copies and shifted variants:
 about 160 s each). Each GPU count runs in a process of its own, one after another in this run: a local Ray
-cluster started by `distributed.run_corpus` (not timed), the front end in Ray tasks on the host's cores, one
-engine actor per GPU transcribing --files-at-once files at a time. Reported per run: the job's wall time from
-the cluster's start of work to the last file (actors starting and loading the engine included), the time to
-the first result, and the steady rate (the audio of every file after the first over the time from the first
+cluster started by `distributed.run_corpus`, the front end in Ray tasks on the host's cores, one engine actor
+per GPU transcribing --files-at-once files at a time. Reported per run: the job's wall time from the cluster's
+start of work to the last file (the cluster's own start not included; actors starting and loading the engine
+included), the time from the call to the first result (the cluster's start included), and the steady rate (the audio of every file after the first over the time from the first
 result to the last). Texts are compared across runs (on a GPU, files batched with different neighbours can
 round differently: see README's --files-at-once).
 """

@@ -26,7 +26,7 @@ from .engine import WhisperModel
 from .errors import WhisperError, file_error
 from .features import N_FRAMES
 from .tokenizer import Tokenizer
-from .transcribe import Speech, TranscribeOptions, transcribe_speech, transcribe_with
+from .transcribe import TranscribeOptions, transcribe_with
 
 
 class WindowBatcher:
@@ -164,16 +164,15 @@ class BatchedModel:
         return self.batcher.call(self.model.detect_language, mel)
 
 
-Input = Path | np.ndarray | Speech
+Input = Path | np.ndarray
 
 
 def transcribe_files(model: WhisperModel, inputs: Sequence[Input], at_once: int, options: TranscribeOptions,
                      ) -> Iterator[tuple[Input, np.ndarray | None, dict | WhisperError]]:
-    """Transcribe `at_once` files (or 16 kHz arrays, or front ends made by `transcribe.front_end` with these
-    options) at a time, their windows decoded together; yields (input, audio, result) in the order of
-    `inputs`, as each is done: the samples read (None for a front end given) and the result dict, or None
-    and a WhisperError for one that failed. Transcripts are those of transcribing each alone (sequential
-    loop; see the module's note on GPU rounding)."""
+    """Transcribe `at_once` files (or 16 kHz arrays) at a time, their windows decoded together; yields
+    (input, audio, result) in the order of `inputs`, as each is done (audio None and a WhisperError
+    for one that failed). Transcripts are those of transcribing each alone (sequential loop; see the
+    module's note on GPU rounding)."""
     if options.batch_size is not None:
         raise WhisperError("several files at once run each file's sequential loop: leave out batch_size")
     # Throughput, not latency: a batch waits up to 0.1 s for each next window while files are running
@@ -185,13 +184,10 @@ def transcribe_files(model: WhisperModel, inputs: Sequence[Input], at_once: int,
     def one(item: Input) -> tuple[Input, np.ndarray | None, dict | WhisperError]:
         with batcher.running():
             try:
-                if isinstance(item, Speech):
-                    return item, None, transcribe_speech(engine, item, options)
                 audio = load_audio(item) if isinstance(item, (str, Path)) else np.asarray(item, np.float32)
                 return item, audio, transcribe_with(engine, audio, options)
             except Exception as e:  # noqa: BLE001  (one file's failure, whatever it is, is that file's result)
-                return item, None, file_error(item.source if isinstance(item, Speech)
-                                              else item if isinstance(item, (str, Path)) else "audio", e)
+                return item, None, file_error(item if isinstance(item, (str, Path)) else "audio", e)
 
     workers = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="transcribe")
     try:

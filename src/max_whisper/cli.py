@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "bfloat16 for models of width 1024 and more, float32 below; see docs/measurements.md)")
     t.add_argument("--backend", default="max", choices=BACKENDS,
                    help="max (default): all MAX graphs; hybrid: MAX encoder + openai-whisper decoder; "
-                        "reference: openai-whisper; faster-whisper: CTranslate2; transformers: Hugging Face")
+                        "reference: openai-whisper; faster-whisper: CTranslate2; transformers: Hugging Face; "
+                        "whisper.cpp: pywhispercpp")
     t.add_argument("--output-format", "--output_format", "-f", choices=[*FORMATS, "all"], default=None,
                    help="write files in this format (default: none, or all when --output-dir is given)")
     t.add_argument("--output-dir", "--output_dir", "-o", type=Path, default=None,
@@ -78,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "each file keeps the sequential loop and its previous-text conditioning (default 1; with "
                         "--ray 8 per worker)")
     t.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="transcribe on a Ray cluster (pip install 'max-whisper[distributed]'): the one at ADDRESS, "
-                        "or without it one started on this machine; writes the output files and a results table "
+                   help="transcribe on a Ray cluster (pip install 'max-whisper[distributed]'), after the inputs: "
+                        "the one at ADDRESS, or without it Ray's default (RAY_ADDRESS, a cluster `ray start` began "
+                        "here, else a new one on this machine); writes the output files and a results table "
                         "(OUTPUT_DIR/results/*.jsonl) and skips files an earlier run completed")
     t.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="with --ray: engine workers (default: one per GPU of the cluster with --device gpu, else 1)")
@@ -364,10 +366,12 @@ def read_manifest(path: Path) -> list[Path]:
                 raise WhisperError(f"{path}: no 'path' column (columns: {', '.join(table.column_names)})")
             listed = [str(p) for p in table.column("path").to_pylist()]
         else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            listed = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            lines = [(i, line.strip()) for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)]
+            kept = [(i, line) for i, line in lines if line and not line.startswith("#")]
             if path.suffix.lower() == ".jsonl":
-                listed = [_manifest_path(path, i, line) for i, line in enumerate(listed, 1)]
+                listed = [_manifest_path(path, i, line) for i, line in kept]
+            else:
+                listed = [line for _, line in kept]
     except (OSError, UnicodeDecodeError) as e:
         raise WhisperError(f"{path}: cannot read the manifest: {describe(e)}") from None
     except ValueError as e:  # pyarrow's errors for a file that is not Parquet
@@ -495,9 +499,14 @@ def _on_ray(args: argparse.Namespace, files: list[Path], problems: list[str], op
 
     if args.backend != "max" or args.batch_size is not None:
         raise WhisperError("--ray runs the max backend's sequential loop: no --backend other than max, no --batch-size")
-    job = CorpusJob(model=args.model, device=args.device, dtype=_dtype(args), options=options,
-                    compiled=tuple(compiled_dirs(args) or ()) or None, files_at_once=args.files_at_once or 8,
-                    workers=args.workers)
+    if args.ray and Path(args.ray).exists():
+        raise WhisperError(f"--ray takes a cluster address, got the path {args.ray}: put --ray after the inputs, "
+                           "or write --ray=ADDRESS")
+    # the workers run elsewhere (other folders, other machines): local paths go to them absolute
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    compiled = tuple(str(Path(d).resolve()) for d in compiled_dirs(args) or ()) or None
+    job = CorpusJob(model=model, device=args.device, dtype=_dtype(args), options=options, compiled=compiled,
+                    files_at_once=args.files_at_once or 8, workers=args.workers)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     summary = run_corpus(files, job, output_dir, formats, subtitles, address=args.ray or None)

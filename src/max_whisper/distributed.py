@@ -32,6 +32,7 @@ from .errors import WhisperError, describe, file_error
 from .models import dimensions
 from .outputs import SubtitleOptions, output_names, output_path, write_result
 from .runtime.device import decoding_rows
+from .tokenizer import check_english_only
 from .transcribe import TranscribeOptions, front_end, transcribe_speech
 from .weights import ModelDimensions, state_shapes
 
@@ -57,7 +58,10 @@ class CorpusJob:
             raise WhisperError(f"files_at_once must be at least 1, got {self.files_at_once}")
         if self.workers is not None and self.workers < 1:
             raise WhisperError(f"workers must be at least 1, got {self.workers}")
-        TranscribeOptions.from_kwargs(**self.options)  # a bad option fails here, not in every worker
+        options = TranscribeOptions.from_kwargs(**self.options)  # a bad option fails here, not in every worker
+        if options.batch_size is not None:
+            raise WhisperError("a corpus runs each file's sequential loop (its windows batched with other files'): "
+                               "leave out batch_size")
 
     @property
     def transcribe_options(self) -> TranscribeOptions:
@@ -103,8 +107,8 @@ def connect(address: str | None = None) -> bool:
 
 
 def worker_count(job: CorpusJob) -> int:
-    """The engine actors to start: `job.workers`, or one per GPU of the cluster. Each CPU actor holds a CPU,
-    and the front-end tasks need at least one more."""
+    """The engine actors to start: `job.workers`, or one per GPU of the cluster (CPU-only: 1). Each actor
+    holds a CPU, and the front-end tasks need at least one more."""
     import ray
 
     resources = ray.cluster_resources()
@@ -114,12 +118,13 @@ def worker_count(job: CorpusJob) -> int:
             raise WhisperError("--device gpu: the Ray cluster has no GPU")
         if job.workers is not None and job.workers > gpus:
             raise WhisperError(f"{job.workers} GPU workers asked for, the Ray cluster has {gpus} GPU(s)")
-        return job.workers or gpus
-    workers = job.workers or 1
+        workers = job.workers or gpus
+    else:
+        workers = job.workers or 1
     cpus = int(resources.get("CPU", 0))
     if workers >= cpus:
-        raise WhisperError(f"{workers} CPU worker(s) need more CPUs than that for the front-end tasks; the Ray "
-                           f"cluster has {cpus}")
+        raise WhisperError(f"{workers} engine worker(s) hold a CPU each and the front-end tasks need more; the Ray "
+                           f"cluster has {cpus} CPU(s)")
     return workers
 
 
@@ -130,6 +135,8 @@ def transcribe_dataset(paths, job: CorpusJob):
     import ray.data
 
     dims = dimensions(job.model)
+    if not dims.is_multilingual:  # as a local run checks before its first file
+        check_english_only(job.transcribe_options.decoding.language, job.transcribe_options.decoding.task)
     features = paths.map(_FrontEnd(job.transcribe_options, dims.n_mels), num_cpus=1)
     # Ray Data restarts an engine actor that dies and reruns its files (its actor pools' default:
     # max_restarts=-1, max_task_retries=-1; tests/test_distributed.py kills one). The memory an engine holds
@@ -209,7 +216,7 @@ class ResultsTable:
         self.folder = folder
         self.file: TextIO | None = None
         self.rows = 0
-        self.stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.stamp = f"{time.time_ns():020d}-{os.getpid()}"  # shards sort in the order runs began
         self.shard = 0
 
     def latest(self) -> dict[str, dict]:

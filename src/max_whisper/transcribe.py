@@ -209,7 +209,6 @@ class Speech:
     """A recording's front end, all of it done before the model's first call: the speech regions VAD found
     (None without VAD: the whole recording) and the log-mel of that speech, one after another."""
 
-    source: str  # what errors name: the file, or "audio"
     samples: int  # the recording's length
     regions: list[tuple[int, int]] | None
     mel: LogMelFeatures
@@ -228,7 +227,6 @@ def front_end(audio: str | Path | np.ndarray, options: TranscribeOptions, n_mels
     """Load (a path), VAD (with `options.vad_filter`) and log-mel features for a model of `n_mels` mels;
     `precompute` computes the log-mel now (it is otherwise computed as the loop reads its windows), for a
     front end run apart from the model (a CPU task of a Ray job)."""
-    source = str(audio) if isinstance(audio, (str, Path)) else "audio"
     if isinstance(audio, (str, Path)):
         audio = load_audio(audio)
     audio = np.asarray(audio, dtype=np.float32)
@@ -243,7 +241,7 @@ def front_end(audio: str | Path | np.ndarray, options: TranscribeOptions, n_mels
     mel = LogMelFeatures(speech if speech.size else audio, n_mels, padding=N_SAMPLES)
     if precompute:
         mel.precompute()
-    return Speech(source, audio.size, regions, mel)
+    return Speech(audio.size, regions, mel)
 
 
 def transcribe_speech(model: Engine, speech: Speech, options: TranscribeOptions,
@@ -263,7 +261,9 @@ def transcribe_speech(model: Engine, speech: Speech, options: TranscribeOptions,
     if options.batch_size is None:
         result = loop.sequential()
     else:
-        assert speech.regions is not None, "the throughput mode always runs the VAD"
+        if speech.regions is None:
+            raise WhisperError("the throughput mode (batch_size) cuts on VAD regions: make the front end with "
+                               "these options")
         result = loop.batched(speech_windows(speech.regions, mel.n_frames - N_FRAMES))
     if speech.regions is not None:
         SpeechMap(speech.regions).restore(result["segments"])

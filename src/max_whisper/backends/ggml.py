@@ -10,7 +10,9 @@ vectors, the convolution biases and the positional embeddings in float32.
 from __future__ import annotations
 
 import json
+import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,10 +32,11 @@ def write_ggml(ckpt: Checkpoint, path: Path, float16: bool = True) -> Path:
     if ckpt.tokenizer_file is None:
         raise WhisperError(f"{ckpt.source}: no tokenizer.json, which the ggml file's vocabulary comes from")
     d = ckpt.dims
-    tmp = path.with_name(f".{path.name}.part")
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = Path(name)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<12i", MAGIC, d.n_vocab, d.n_audio_ctx, d.n_audio_state, d.n_audio_head,
                                 d.n_audio_layer, d.n_text_ctx, d.n_text_state, d.n_text_head, d.n_text_layer,
                                 d.n_mels, int(float16)))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..audio import load_audio
 from ..errors import WhisperError
 from ..models import ct2_folder
 from ..weights import Checkpoint
@@ -179,6 +180,7 @@ class WhisperCppModel:
 
     backend = "whisper.cpp"
     TAKES = {"language", "task", "temperature", "beam_size", "initial_prompt", "condition_on_previous_text",
+             "logprob_threshold", "no_speech_threshold", "compression_ratio_threshold", "suppress_tokens",
              "on_progress"}
 
     def __init__(self, ckpt: Checkpoint, device: str = "cpu", dtype: str = "float16"):
@@ -207,22 +209,33 @@ class WhisperCppModel:
             raise WhisperError(f"the whisper.cpp backend does not take {', '.join(sorted(unknown))}")
         if options.get("beam_size"):
             raise WhisperError("the whisper.cpp backend decodes greedily here: leave out beam_size")
-        params: dict[str, Any] = {"language": options.get("language") or ("en" if self.english_only else "auto"),
-                                  "translate": options.get("task") == "translate",
+        if options.get("compression_ratio_threshold") not in (None, 2.4):  # openai-whisper's default: taken as is
+            raise WhisperError("whisper.cpp tells repetition by token entropy (2.4), not by compression ratio: "
+                               "leave compression_ratio_threshold at its default")
+        if str(options.get("suppress_tokens", "-1")) != "-1":
+            raise WhisperError("the whisper.cpp backend suppresses its own set of tokens: leave suppress_tokens out")
+        samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32)
+        language = options.get("language") or ("en" if self.english_only else None)
+        if language is None:
+            (language, _), _ = self.model.auto_detect_language(samples)
+        params: dict[str, Any] = {"language": language, "translate": options.get("task") == "translate",
                                   "no_context": not options.get("condition_on_previous_text", True),
                                   "initial_prompt": options.get("initial_prompt") or ""}
+        if options.get("logprob_threshold") is not None:
+            params["logprob_thold"] = float(options["logprob_threshold"])
+        if options.get("no_speech_threshold") is not None:
+            params["no_speech_thold"] = float(options["no_speech_threshold"])
         temperature = options.get("temperature", 0.0)
         if isinstance(temperature, (tuple, list)):  # openai-whisper's fallback: whisper.cpp's first and step
             params["temperature"] = float(temperature[0])
             params["temperature_inc"] = float(temperature[1] - temperature[0]) if len(temperature) > 1 else 0.0
         else:
             params.update(temperature=float(temperature), temperature_inc=0.0)
-        samples = np.asarray(audio, np.float32)
         segments = self.model.transcribe(samples, **params)
         # its segments' texts come stripped: openai-whisper's start with the space before their first word
         out: list[dict[str, Any]] = [{"id": i, "start": s.t0 / 100, "end": s.t1 / 100, "text": " " + s.text.strip()}
                for i, s in enumerate(segments) if s.text.strip()]
-        return {"text": "".join(s["text"] for s in out), "segments": out, "language": params["language"]}
+        return {"text": "".join(s["text"] for s in out), "segments": out, "language": language}
 
     def max_graph_seconds(self) -> float:
         return 0.0
