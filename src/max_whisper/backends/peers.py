@@ -209,7 +209,7 @@ class WhisperCppModel:
             raise WhisperError(f"the whisper.cpp backend does not take {', '.join(sorted(unknown))}")
         if options.get("beam_size"):
             raise WhisperError("the whisper.cpp backend decodes greedily here: leave out beam_size")
-        if options.get("compression_ratio_threshold") not in (None, 2.4):  # openai-whisper's default: taken as is
+        if options.get("compression_ratio_threshold", 2.4) != 2.4:  # openai-whisper's default: taken as its analogue
             raise WhisperError("whisper.cpp tells repetition by token entropy (2.4), not by compression ratio: "
                                "leave compression_ratio_threshold at its default")
         if str(options.get("suppress_tokens", "-1")) != "-1":
