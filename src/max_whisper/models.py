@@ -197,6 +197,12 @@ def _base_parts() -> tuple[Path, list[Path]]:
     return data_dirs[0], parts
 
 
+def cache_folder(name: str) -> Path:
+    """The engine's folder `name` in the user's cache ($XDG_CACHE_HOME, else ~/.cache): converted weights,
+    unpacked compiled graphs."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "max-whisper" / name
+
+
 def ct2_folder(name_or_path: str | Path) -> Path:
     """A CTranslate2 folder (model.bin, config.json, tokenizer.json) for this model, for peers that read the
     format themselves; `base`'s split model.bin is joined once into a cache folder."""
@@ -205,7 +211,7 @@ def ct2_folder(name_or_path: str | Path) -> Path:
         return _package_dir(PACKAGED_MODELS[name][0], name) / "model"
     if name == "base":
         data_dir, parts = _base_parts()
-        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "max-whisper" / "base-ct2"
+        folder = cache_folder("base-ct2")
         if not (folder / "model.bin").is_file():
             folder.mkdir(parents=True, exist_ok=True)
             for f in ("config.json", "tokenizer.json", "vocabulary.txt"):

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..audio import load_audio
 from ..errors import WhisperError
-from ..models import ct2_folder
+from ..models import cache_folder, ct2_folder
 from ..weights import Checkpoint
 
 
@@ -196,7 +196,7 @@ class WhisperCppModel:
         from .ggml import write_ggml
 
         self.device, self.dtype = device, dtype
-        path = ggml_cache() / f"{_fingerprint(ckpt)}-float16.bin"
+        path = cache_folder("ggml") / f"{_fingerprint(ckpt)}-float16.bin"
         if not path.exists():
             write_ggml(ckpt, path, float16=True)
         self.english_only = not ckpt.dims.is_multilingual
@@ -239,10 +239,6 @@ class WhisperCppModel:
 
     def max_graph_seconds(self) -> float:
         return 0.0
-
-
-def ggml_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "max-whisper" / "ggml"
 
 
 def _fingerprint(ckpt: Checkpoint) -> str:

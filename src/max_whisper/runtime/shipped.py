@@ -13,7 +13,6 @@ code builds.
 from __future__ import annotations
 
 import lzma
-import os
 import platform
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-from ..models import ARCHITECTURES
+from ..models import ARCHITECTURES, cache_folder
 from ..weights import ModelDimensions
 
 SHIPPED = Path(__file__).parent.parent / "assets" / "compiled"
@@ -63,8 +62,7 @@ def shipped_target(device) -> str | None:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "max-whisper" / "compiled" / f"max-{version('max')}"
+    return cache_folder("compiled") / f"max-{version('max')}"
 
 
 def shipped_folder(target: str | None) -> Path | None:
