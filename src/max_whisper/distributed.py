@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
@@ -58,12 +59,11 @@ class CorpusJob:
             raise WhisperError(f"files_at_once must be at least 1, got {self.files_at_once}")
         if self.workers is not None and self.workers < 1:
             raise WhisperError(f"workers must be at least 1, got {self.workers}")
-        options = TranscribeOptions.from_kwargs(**self.options)  # a bad option fails here, not in every worker
-        if options.batch_size is not None:
+        if self.transcribe_options.batch_size is not None:  # a bad option fails here, not in every worker
             raise WhisperError("a corpus runs each file's sequential loop (its windows batched with other files'): "
                                "leave out batch_size")
 
-    @property
+    @cached_property
     def transcribe_options(self) -> TranscribeOptions:
         return TranscribeOptions.from_kwargs(**self.options)
 
@@ -136,7 +136,8 @@ def transcribe_dataset(paths, job: CorpusJob):
 
     dims = dimensions(job.model)
     if not dims.is_multilingual:  # as a local run checks before its first file
-        check_english_only(job.transcribe_options.decoding.language, job.transcribe_options.decoding.task)
+        decoding = job.transcribe_options.decoding
+        check_english_only(decoding.language, decoding.task)
     features = paths.map(_FrontEnd(job.transcribe_options, dims.n_mels), num_cpus=1)
     # Ray Data restarts an engine actor that dies and reruns its files (its actor pools' default:
     # max_restarts=-1, max_task_retries=-1; tests/test_distributed.py kills one). The memory an engine holds
