@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +163,28 @@ def random_checkpoint(dims, tokenizer: Path, seed: int = 0):
         state[name] = value
     state["encoder.positional_embedding"] = sinusoids(dims.n_audio_ctx, dims.n_audio_state).numpy()
     return Checkpoint(dims, state, tokenizer, f"random {seed}")
+
+
+@contextmanager
+def running_server(model, options):
+    """A real uvicorn server of `create_app(model, options)` on a free loopback port: (URL, app)."""
+    import uvicorn
+
+    from max_whisper.server import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(model, options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import httpx
 import openai
@@ -18,31 +17,9 @@ import webvtt
 from max_whisper import cli
 from max_whisper.server import ServerOptions, create_app
 
-from conftest import SHORT_CLIPS
+from conftest import SHORT_CLIPS, running_server
 
 UPLOAD_LIMIT_MB = 1.0  # every short clip is under it, lecture.flac (2.3 MB) is over
-
-
-@contextmanager
-def running_server(model, options: ServerOptions):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(model, options)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")

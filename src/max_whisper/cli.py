@@ -108,6 +108,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
                         "(default -60; 'off' decodes every window)")
     add_compiled_argument(v)
+    live = sub.add_parser("live", help="transcribe audio as it arrives (a file played at real speed, or raw PCM on "
+                                       "stdin), printing text as it is committed")
+    live.add_argument("input", help="an audio file, played at --speed; or - for raw 16-bit little-endian 16 kHz mono "
+                                    "PCM on stdin (e.g. `arecord -f S16_LE -r 16000 -c 1 | max-whisper live -`)")
+    live.add_argument("--model", default="tiny.en", help=MODEL_HELP)
+    live.add_argument("--device", default="cpu", type=_device, choices=["cpu", "gpu"], help="cpu or gpu (cuda: gpu)")
+    live.add_argument("--dtype", default="auto", choices=DTYPES)
+    live.add_argument("--language", default=None, help="language code or name (default: detect)")
+    live.add_argument("--speed", type=_non_negative_float, default=1.0,
+                      help="a file's pace: 1 real time (default), 2 twice as fast, 0 all at once")
+    live.add_argument("--min-chunk", type=_positive_float, default=1.0, metavar="SECONDS",
+                      help="new audio before the buffer is decoded again (default 1.0; shorter: text sooner, more "
+                           "decodes)")
+    live.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
+                      help="decode only the speech Silero VAD finds in the buffer")
+    add_compiled_argument(live)
     sub.add_parser("models", help="list the model names and where each loads from on this machine")
     c = sub.add_parser("compile", help="compile the max backend's graphs ahead of time, for this machine or "
                                        "another (then pass the folder as --compiled)")
@@ -243,6 +259,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -579,6 +602,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from .backends import load_model
+    from .engine import WhisperModel
+    from .streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, paced, pcm_chunks, run
+    from .transcribe import TranscribeOptions
+
+    streaming = StreamingOptions(min_chunk_s=args.min_chunk)
+    options = TranscribeOptions.from_kwargs(language=language_code(args.language) if args.language else None,
+                                            vad_filter=args.vad_filter)
+    if args.input == "-":
+        chunks: Iterator[np.ndarray] = pcm_chunks(sys.stdin.buffer)
+    else:
+        chunks = paced(load_audio(Path(args.input)), args.speed)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
+    assert isinstance(model, WhisperModel)  # the max backend
+    transcriber = StreamingTranscriber(model, options, streaming)
+    tentative = sys.stderr.isatty()
+
+    def show(update: StreamUpdate) -> None:
+        if tentative:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        if update.committed:
+            start, end = update.committed[0]["start"], update.committed[-1]["end"]
+            print(f"[{format_timestamp(start)} --> {format_timestamp(end)}] {update.committed_text.strip()}", flush=True)
+        if tentative and update.tentative:
+            print(f"\033[2m{update.tentative_text.strip()[-150:]}\033[0m", end="", file=sys.stderr, flush=True)
+
+    try:
+        run(transcriber, chunks, show)
+    except KeyboardInterrupt:  # the usual way to end a live session: what was heard is still committed
+        show(transcriber.finish())
+    return 0
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     from max import driver
 
@@ -621,8 +678,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(openai_spellings(sys.argv[1:] if argv is None else argv))
-    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve, "compile": cmd_compile,
-                "models": cmd_models}
+    commands = {"transcribe": cmd_transcribe, "bench": cmd_bench, "serve": cmd_serve, "live": cmd_live,
+                "compile": cmd_compile, "models": cmd_models}
     try:
         return commands[args.command](args)
     except WhisperError as e:

@@ -2,6 +2,8 @@
 
 POST /v1/audio/transcriptions and /v1/audio/translations take the multipart form of OpenAI's audio
 API, so the official `openai` client works with `base_url` pointed here; GET /v1/models, GET /health.
+WebSocket /v1/audio/stream transcribes live audio (`streaming`): PCM chunks in, committed and tentative
+text out as JSON events (`stream_session` says the protocol).
 
 One engine serves every request. Each request runs the long-form loop (`transcribe`) in its own
 worker thread; the loop's window decodes go to a `batching.WindowBatcher`, the only thread that touches
@@ -18,12 +20,15 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from .audio import SAMPLE_RATE, decode_audio
 from .batching import BatchedModel, WindowBatcher, one_blas_thread
 from .errors import WhisperError, first_line
 from .outputs import WRITERS, SubtitleOptions
 from .engine import WhisperModel
 from .tokenizer import LANGUAGES
+from .streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
 from .transcribe import SILENCE_THRESHOLD_DB, TranscribeOptions, transcribe_with
 
 OPENAI_MODEL_ALIAS = "whisper-1"  # what clients written for OpenAI send
@@ -38,6 +43,7 @@ class ServerOptions:
     max_queue: int = 64  # requests admitted at once (being transcribed or waiting)
     linger_s: float = 0.003  # how long a batch waits for windows of other running requests
     silence_threshold_db: float | None = SILENCE_THRESHOLD_DB  # see transcribe(); None decodes every window
+    max_streams: int = 64  # live WebSocket streams at once
 
 
 class ApiError(Exception):
@@ -57,7 +63,7 @@ def _error_body(status: int, message: str, param=None, code=None) -> dict:
 def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
     """The FastAPI application serving `model` (a loaded max-backend WhisperModel)."""
     try:
-        from fastapi import FastAPI, Request
+        from fastapi import FastAPI, Request, WebSocket
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import JSONResponse
         from starlette.exceptions import HTTPException
@@ -67,7 +73,9 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
     batcher = WindowBatcher(model, options.max_batch, options.linger_s)
     engine = BatchedModel(model, batcher)
     workers = ThreadPoolExecutor(max_workers=options.max_queue, thread_name_prefix="transcribe")
+    stream_workers = ThreadPoolExecutor(max_workers=options.max_streams, thread_name_prefix="stream")
     admitted = {"n": 0}
+    streams = {"n": 0}
     max_bytes = int(options.max_upload_mb * 2**20)
     model_names = (options.model_name, OPENAI_MODEL_ALIAS)
 
@@ -77,6 +85,7 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
             yield
         batcher.stop()
         workers.shutdown(wait=False, cancel_futures=True)
+        stream_workers.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="max-whisper", version="0.1.0", lifespan=lifespan)
     app.state.batcher, app.state.options = batcher, options
@@ -103,7 +112,7 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": options.model_name, "device": model.device,
-                "requests_in_flight": admitted["n"], "max_queue": options.max_queue,
+                "requests_in_flight": admitted["n"], "max_queue": options.max_queue, "streams": streams["n"],
                 "batches": batcher.batches, "windows": batcher.windows}
 
     @app.get("/v1/models")
@@ -181,7 +190,164 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
     async def translations(request: Request):
         return await handle(request, "translate")
 
+    @app.websocket("/v1/audio/stream")
+    async def audio_stream(ws: WebSocket):
+        await ws.accept()
+        try:
+            session = _stream_setup(dict(ws.query_params), model, model_names, options)
+        except (ApiError, WhisperError) as e:
+            await ws.send_json({"type": "error", "message": str(e)})
+            await ws.close(code=1008)  # policy violation: the parameters
+            return
+        if streams["n"] >= options.max_streams:
+            await ws.send_json({"type": "error", "message": f"server busy: {streams['n']} streams open; retry shortly"})
+            await ws.close(code=1013)  # try again later
+            return
+        streams["n"] += 1
+        try:
+            transcriber = StreamingTranscriber(engine, session.transcribe, session.streaming)
+            await stream_session(ws, transcriber, session.sample_format,
+                                 lambda work: asyncio.get_running_loop().run_in_executor(stream_workers, _counted,
+                                                                                         batcher, work))
+        finally:
+            streams["n"] -= 1
+
     return app
+
+
+@dataclass(frozen=True)
+class StreamSetup:
+    transcribe: TranscribeOptions
+    streaming: StreamingOptions
+    sample_format: str
+
+
+SAMPLE_FORMATS: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}  # 16 kHz mono PCM a stream may send
+
+
+def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...], options: ServerOptions) -> StreamSetup:
+    """A stream's options from its URL's query: model, language, format (s16le, f32le), min_chunk (seconds),
+    vad_filter, vad_parameters."""
+    unknown = set(params) - {"model", "language", "format", "min_chunk", "vad_filter", "vad_parameters"}
+    if unknown:
+        raise ApiError(400, f"unknown stream parameter(s): {', '.join(sorted(unknown))}")
+    if params.get("model") and params["model"] not in model_names:
+        raise ApiError(404, f"model '{params['model']}' is not served here (serving {', '.join(model_names)})")
+    sample_format = params.get("format") or "s16le"
+    if sample_format not in SAMPLE_FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(SAMPLE_FORMATS)}, got '{sample_format}'")
+    try:
+        min_chunk = float(params.get("min_chunk") or StreamingOptions.min_chunk_s)
+    except ValueError:
+        raise ApiError(400, f"min_chunk must be a number of seconds, got '{params['min_chunk']}'") from None
+    kwargs = {"language": params.get("language") or None, "vad_filter": _flag(params.get("vad_filter"), "vad_filter"),
+              "vad_parameters": _vad_parameters(params.get("vad_parameters"))}
+    transcribe = TranscribeOptions.from_kwargs(silence_threshold_db=options.silence_threshold_db,
+                                               **{k: v for k, v in kwargs.items() if v is not None})
+    model.tokenizer(transcribe.decoding.language, "transcribe")  # a language the model has
+    return StreamSetup(transcribe, StreamingOptions(min_chunk_s=min_chunk), sample_format)
+
+
+def _counted(batcher: WindowBatcher, work):
+    with batcher.running():  # the batcher waits for other streams' windows only while updates are running
+        return work()
+
+
+def pcm_samples(data: bytes, sample_format: str) -> np.ndarray:
+    """A binary chunk as float32 samples; WhisperError when it is not PCM of that format."""
+    dtype = SAMPLE_FORMATS[sample_format]
+    if not data or len(data) % dtype.itemsize:
+        raise WhisperError(f"a chunk of {len(data)} bytes is not {sample_format} PCM (a whole number of "
+                           f"{dtype.itemsize}-byte samples, at least one)")
+    samples = np.frombuffer(data, dtype=dtype)
+    if dtype.kind == "i":
+        return samples.astype(np.float32) / 32768.0
+    if not np.all(np.abs(samples) <= 1.0):  # NaN fails too
+        raise WhisperError(f"a chunk of {samples.size} f32le samples is not PCM: values beyond [-1, 1] or not numbers")
+    return samples.astype(np.float32)
+
+
+def _update_events(update: StreamUpdate, final: bool = False) -> list[dict]:
+    events = []
+    if update.committed:
+        events.append({"type": "committed", "text": update.committed_text, "words": update.committed})
+    if not final:
+        events.append({"type": "tentative", "text": update.tentative_text, "words": update.tentative})
+    return events
+
+
+async def stream_session(ws, transcriber: StreamingTranscriber, sample_format: str, in_thread) -> None:
+    """One live stream over an accepted WebSocket. The client sends binary messages of 16 kHz mono PCM in
+    `sample_format` and, at its end, the text message {"type": "end"}. The server decodes whenever
+    `min_chunk_s` of new audio has arrived (one decode at a time) and sends after each decode
+    {"type": "committed", "text", "words"} when words were committed (final) and {"type": "tentative",
+    "text", "words"} (the rest of the hypothesis, replacing the previous one); after "end", the last
+    committed words and {"type": "done", "text", "segments", "language", "duration"}, then closes. A message
+    that is not PCM gets {"type": "error", "message"} and the stream goes on; a failing decode gets an error
+    event and the stream is closed (1011). `in_thread(fn)` runs an engine call off the event loop."""
+    from starlette.websockets import WebSocketDisconnect
+
+    sending = asyncio.Lock()
+    min_chunk = transcriber.streaming.min_chunk_s
+
+    async def send(event: dict) -> None:
+        async with sending:
+            await ws.send_json(event)
+
+    async def decode_while_pending() -> None:
+        while transcriber.pending_s >= min_chunk:
+            for event in _update_events(await in_thread(transcriber.update)):
+                await send(event)
+
+    decoding: asyncio.Task | None = None
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                try:
+                    transcriber.feed(pcm_samples(message["bytes"], sample_format))
+                except WhisperError as e:
+                    await send({"type": "error", "message": str(e)})
+            elif _is_end(message.get("text")):
+                if decoding is not None:
+                    await decoding
+                for event in _update_events(await in_thread(transcriber.finish), final=True):
+                    await send(event)
+                result = transcriber.result()
+                await send({"type": "done", "text": result["text"], "language": result["language"],
+                            "duration": round(transcriber.fed_s, 3),
+                            "segments": [{k: s[k] for k in ("id", "start", "end", "text")} for s in result["segments"]]})
+                await ws.close()
+                return
+            else:
+                await send({"type": "error", "message": "expected binary PCM chunks and, at the end, the text "
+                                                        "message {\"type\": \"end\"}"})
+            if decoding is not None and decoding.done():
+                decoding.result()  # a failed decode ends the stream here
+                decoding = None
+            if decoding is None and transcriber.pending_s >= min_chunk:
+                decoding = asyncio.create_task(decode_while_pending())
+    except WebSocketDisconnect:
+        return
+    except WhisperError as e:  # the engine failed: say so and end the stream
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await send({"type": "error", "message": f"transcription failed: {e}"})
+            await ws.close(code=1011)
+    finally:
+        if decoding is not None:
+            decoding.cancel()  # a disconnected stream's decode in progress is dropped
+
+
+def _is_end(text: str | None) -> bool:
+    if text is None:
+        return False
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "end"
 
 
 class UploadLimit:

@@ -245,8 +245,10 @@ def front_end(audio: str | Path | np.ndarray, options: TranscribeOptions, n_mels
 
 
 def transcribe_speech(model: Engine, speech: Speech, options: TranscribeOptions,
-                      on_progress: Progress | None = None) -> dict:
-    """The long-form loop over a recording's front end (`front_end`, made for a model of these mels)."""
+                      on_progress: Progress | None = None, max_windows: int | None = None) -> dict:
+    """The long-form loop over a recording's front end (`front_end`, made for a model of these mels);
+    `max_windows` stops the sequential loop after that many decoded windows (a streaming transcriber decodes
+    its buffer once, where the loop would decode the tail after the last complete segment again)."""
     mel = speech.mel
     if mel.n_mels != model.dims.n_mels:
         raise WhisperError(f"features of {mel.n_mels} mels for a model of {model.dims.n_mels}")
@@ -259,7 +261,7 @@ def transcribe_speech(model: Engine, speech: Speech, options: TranscribeOptions,
     options = replace(options, decoding=replace(options.decoding, language=language))
     loop = Loop(model, mel, options, model.tokenizer(language, options.decoding.task), on_progress)
     if options.batch_size is None:
-        result = loop.sequential()
+        result = loop.sequential(max_windows)
     else:
         if speech.regions is None:
             raise WhisperError("the throughput mode (batch_size) cuts on VAD regions: make the front end with "
@@ -322,9 +324,9 @@ class Loop:
         prompt = options.initial_prompt
         self.initial_prompt_tokens = tokenizer.encode(" " + prompt.strip()) if prompt else []
 
-    def sequential(self) -> dict:
+    def sequential(self, max_windows: int | None = None) -> dict:
         """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp
-        (or, with word timestamps, its last word), within each of the clips."""
+        (or, with word timestamps, its last word), within each of the clips; at most `max_windows` decoded."""
         options = self.options
         all_tokens: list[int] = list(self.initial_prompt_tokens)
         all_segments: list[dict] = []
@@ -332,7 +334,8 @@ class Loop:
         self.last_speech_timestamp = 0.0
         clips = self.clips()
         clip, seek = 0, clips[0][0]
-        while clip < len(clips):
+        decoded = 0
+        while clip < len(clips) and (max_windows is None or decoded < max_windows):
             clip_start, clip_end = clips[clip]
             seek = max(seek, clip_start)
             if seek >= clip_end:
@@ -346,6 +349,7 @@ class Loop:
                 continue
             mel = pad_or_trim(self.mel.window(seek, segment_size), N_FRAMES)
             result = self.decode_with_fallback(mel, all_tokens[prompt_reset_since:], segment_size)
+            decoded += 1
             if options.is_no_speech(result):
                 seek += segment_size
                 self.report(seek)

@@ -1,0 +1,337 @@
+"""Live transcription: audio fed as it arrives, text committed as it is spoken.
+
+Whisper reads 30 s windows, so a stream re-decodes a growing buffer (whisper_streaming's local agreement,
+Macháček et al. 2023): after each decode, the words that this hypothesis and the previous one agree on, in
+order from the start, are committed (final, never revised); the rest is the tentative tail. Words carry
+word timestamps (the aligner), which is how a new hypothesis is matched against what is already committed
+and where the buffer is cut: at the end of a committed sentence once it is longer than `trim_s`, so memory
+and the cost of an update stay bounded over hours. The committed text before the buffer is the prompt.
+
+`StreamingTranscriber` does the bookkeeping and is driven by its caller (`feed`, `update`, `finish`); `run`
+drives one from a source of chunks in real time (the CLI's `max-whisper live`); the server drives one per
+WebSocket connection, the streams' windows decoded together by its batcher.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import BinaryIO, Callable, Iterable, Iterator
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .errors import WhisperError
+from .features import N_FRAMES
+from .transcribe import Engine, TranscribeOptions, front_end, transcribe_speech
+
+WINDOW_S = N_FRAMES / 100  # the model's window: 30 s
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+_FORCED_KEEP_S = 5.0  # what a cut without a committed word to cut at keeps of the buffer's end
+_EDGE_S = 1.0  # with more audio than one window, words ending this close to the window's end may be cut short
+
+
+@dataclass(frozen=True)
+class StreamingOptions:
+    """How a stream decodes and trims its buffer."""
+
+    min_chunk_s: float = 1.0  # new audio before the buffer is decoded again (a driver's pace)
+    trim_s: float = 15.0  # a longer buffer is cut after its last committed sentence
+    max_buffer_s: float = 25.0  # a longer buffer is cut after its last committed word, or forced (below)
+    prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt
+
+    def __post_init__(self) -> None:
+        if self.min_chunk_s <= 0:
+            raise WhisperError(f"min_chunk_s must be positive, got {self.min_chunk_s}")
+        if not 0 < self.trim_s <= self.max_buffer_s <= WINDOW_S - _EDGE_S:
+            raise WhisperError(f"need 0 < trim_s <= max_buffer_s <= {WINDOW_S - _EDGE_S:g} s, got "
+                               f"{self.trim_s} and {self.max_buffer_s}")
+        if self.max_buffer_s <= _FORCED_KEEP_S:
+            raise WhisperError(f"max_buffer_s must be over {_FORCED_KEEP_S:g} s, got {self.max_buffer_s}")
+        if self.prompt_chars < 0:
+            raise WhisperError(f"prompt_chars must not be negative, got {self.prompt_chars}")
+
+
+@dataclass
+class StreamUpdate:
+    """What one decode of the buffer changed: the words committed by it, in order, and the tentative tail
+    after them (each word openai-whisper's dict: word, start, end, probability; times in the stream's)."""
+
+    committed: list[dict] = field(default_factory=list)
+    tentative: list[dict] = field(default_factory=list)
+
+    @property
+    def committed_text(self) -> str:
+        return "".join(w["word"] for w in self.committed)
+
+    @property
+    def tentative_text(self) -> str:
+        return "".join(w["word"] for w in self.tentative)
+
+
+def _key(word: dict) -> str:
+    """A word as two hypotheses are compared: case and punctuation aside."""
+    return re.sub(r"[^\w']", "", word["word"].lower())
+
+
+class StreamingTranscriber:
+    """One audio stream, 16 kHz mono float32 samples `feed` in as they arrive; each `update` decodes the
+    buffer once and returns what it committed; `finish` commits the rest at the end of the stream.
+
+    `feed` may be called from another thread than `update`; `update` and `finish` from one thread at a time.
+    """
+
+    def __init__(self, model: Engine, options: TranscribeOptions | None = None,
+                 streaming: StreamingOptions = StreamingOptions()):
+        options = options or TranscribeOptions()
+        if options.batch_size is not None or options.clip_timestamps not in ((), (0.0,)):
+            raise WhisperError("a stream decodes its buffer with the sequential loop: no batch_size or clip_timestamps")
+        self.model, self.streaming = model, streaming
+        self.options = replace(options, decoding=replace(options.decoding, word_timestamps=True))
+        self.language = options.decoding.language  # a multilingual model's is detected, then kept from the first commit
+        self._detected: str | None = None
+        self._lock = threading.Lock()
+        self._audio = np.zeros(0, dtype=np.float32)  # the buffer
+        self._offset = 0.0  # the stream time of the buffer's first sample
+        self._decoded_until = 0.0  # the stream time up to which the last decode read
+        self.committed: list[dict] = []  # every committed word
+        self._committed_in_buffer: list[dict] = []  # those after the buffer's start
+        self._hypothesis: list[dict] = []  # the last decode's words after the committed ones
+        self.decodes = 0
+
+    @property
+    def fed_s(self) -> float:
+        """Seconds of audio fed so far."""
+        with self._lock:
+            return self._offset + self._audio.size / SAMPLE_RATE
+
+    @property
+    def pending_s(self) -> float:
+        """Seconds fed that no decode has read yet."""
+        return self.fed_s - self._decoded_until
+
+    @property
+    def buffer_s(self) -> float:
+        with self._lock:
+            return self._audio.size / SAMPLE_RATE
+
+    @property
+    def text(self) -> str:
+        return "".join(w["word"] for w in self.committed)
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Append 16 kHz mono samples (float32 in [-1, 1])."""
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.ndim != 1:
+            raise WhisperError(f"a stream takes 1-D chunks of 16 kHz mono samples, got shape {samples.shape}")
+        with self._lock:
+            self._audio = np.concatenate([self._audio, samples])
+
+    def update(self) -> StreamUpdate:
+        """Decode the buffer (at most one window of it) and commit the words this decode and the previous
+        one agree on."""
+        words, edge = self._decode()
+        if edge is not None:  # the window ended inside the buffer: its last words may be cut short
+            words = [w for w in words if w["end"] <= edge - _EDGE_S]
+        agreed = 0
+        while (agreed < min(len(words), len(self._hypothesis))
+               and _key(words[agreed]) == _key(self._hypothesis[agreed])):
+            agreed += 1
+        committed = self._commit(words[:agreed])
+        self._hypothesis = words[agreed:]
+        committed += self._trim()
+        return StreamUpdate(committed, list(self._hypothesis))
+
+    def finish(self) -> StreamUpdate:
+        """The end of the stream: what is left is decoded (one window at a time) and committed."""
+        committed: list[dict] = []
+        while True:
+            if self.pending_s > 0:
+                words, edge = self._decode()
+                if edge is not None:
+                    words = [w for w in words if w["end"] <= edge - _EDGE_S]
+                self._hypothesis = words
+            committed += self._commit(self._hypothesis)
+            self._hypothesis = []
+            if self.pending_s <= 0:
+                return StreamUpdate(committed, [])
+            self._cut_at(max(self._committed_in_buffer[-1]["end"] if self._committed_in_buffer else 0.0,
+                             self._decoded_until - _FORCED_KEEP_S))
+
+    def result(self) -> dict:
+        """The committed transcript as `transcribe` returns one: text, segments (cut after sentences and at
+        pauses of 2 s or more), language."""
+        segments: list[dict] = []
+        current: list[dict] = []
+        for i, word in enumerate(self.committed):
+            current.append(word)
+            following = self.committed[i + 1] if i + 1 < len(self.committed) else None
+            if (following is None or word["word"].rstrip().endswith(SENTENCE_ENDS)
+                    or following["start"] - word["end"] >= 2.0):
+                segments.append({"id": len(segments), "start": current[0]["start"], "end": current[-1]["end"],
+                                 "text": "".join(w["word"] for w in current), "words": current})
+                current = []
+        return {"text": self.text, "segments": segments, "language": self.language}
+
+    def _decode(self) -> tuple[list[dict], float | None]:
+        """The buffer's words after those committed, in stream time, and where the decoded audio ended when
+        the buffer holds more than one window (None when it was all read)."""
+        with self._lock:
+            audio, offset = self._audio, self._offset
+        clipped = audio.size > self.streaming.max_buffer_s * SAMPLE_RATE
+        if clipped:
+            audio = audio[: round(self.streaming.max_buffer_s * SAMPLE_RATE)]
+        end = offset + audio.size / SAMPLE_RATE
+        options = self.options
+        before = self._prompt()
+        if before:
+            options = replace(options, initial_prompt=before)
+        if self.language is not None:
+            options = replace(options, decoding=replace(options.decoding, language=self.language))
+        if audio.size:
+            result = transcribe_speech(self.model, front_end(audio, options, self.model.dims.n_mels), options,
+                                       max_windows=1)
+            self._detected = result["language"]
+            seconds = audio.size / SAMPLE_RATE  # an aligned time can run past the audio's end
+            words = [{**w, "start": round(min(w["start"], seconds) + offset, 3),
+                      "end": round(min(w["end"], seconds) + offset, 3)}
+                     for s in result["segments"] for w in s.get("words", [])]
+        else:
+            words = []
+        self.decodes += 1
+        self._decoded_until = end
+        return self._new_words(words), end if clipped else None
+
+    def _prompt(self) -> str | None:
+        """The committed text before the buffer (its last `prompt_chars`), else the caller's initial prompt."""
+        done = len(self.committed) - len(self._committed_in_buffer)
+        if done == 0:
+            return None
+        text = "".join(w["word"] for w in self.committed[:done])
+        return text[-self.streaming.prompt_chars:] if self.streaming.prompt_chars else None
+
+    def _new_words(self, words: list[dict]) -> list[dict]:
+        """A hypothesis' words after the committed ones: those starting after the last committed word's end
+        (less 0.1 s: aligned times overlap), without a repeat of the last committed words (up to 5) at
+        its head."""
+        if not self.committed:
+            return words
+        last_end = self.committed[-1]["end"]
+        words = [w for w in words if w["start"] > last_end - 0.1]
+        if words and abs(words[0]["start"] - last_end) < 1.0:
+            done = self._committed_in_buffer
+            for n in range(min(len(done), len(words), 5), 0, -1):
+                if [_key(w) for w in done[-n:]] == [_key(w) for w in words[:n]]:
+                    return words[n:]
+        return words
+
+    def _commit(self, words: list[dict]) -> list[dict]:
+        if words and self.language is None:
+            self.language = self._detected
+        self.committed += words
+        self._committed_in_buffer += words
+        return words
+
+    def _trim(self) -> list[dict]:
+        """Cut the buffer after its last committed sentence once it is over `trim_s`; over `max_buffer_s`,
+        after its last committed word, or (none) keep its last seconds, committing the tentative words
+        before them. Returns the words so committed."""
+        length = self.buffer_s
+        if length <= self.streaming.trim_s:
+            return []
+        done = self._committed_in_buffer
+        sentence_ends = [w["end"] for w in done if w["word"].rstrip().endswith(SENTENCE_ENDS)]
+        if sentence_ends:
+            self._cut_at(sentence_ends[-1])
+            return []
+        if length <= self.streaming.max_buffer_s:
+            return []
+        if done:
+            self._cut_at(done[-1]["end"])
+            return []
+        keep_from = self._decoded_until - _FORCED_KEEP_S
+        forced = [w for w in self._hypothesis if w["end"] <= keep_from]
+        self._hypothesis = self._hypothesis[len(forced):]
+        self._commit(forced)
+        self._cut_at(forced[-1]["end"] if forced else keep_from)
+        return forced
+
+    def _cut_at(self, time_s: float) -> None:
+        with self._lock:
+            n = min(max(0, round((time_s - self._offset) * SAMPLE_RATE)), self._audio.size)
+            self._audio = self._audio[n:]
+            self._offset += n / SAMPLE_RATE
+            cut = self._offset
+        self._committed_in_buffer = [w for w in self._committed_in_buffer if w["end"] > cut]
+
+
+def run(transcriber: StreamingTranscriber, chunks: Iterable[np.ndarray],
+        on_update: Callable[[StreamUpdate], None]) -> dict:
+    """Feed `chunks` (as they come: a live source blocks until its next one) from a thread of their own, and
+    decode whenever `min_chunk_s` of new audio has arrived; `on_update` gets each update, the last from
+    `finish`. Returns the transcript (`StreamingTranscriber.result`)."""
+    arrived = threading.Condition()
+    state: dict = {"ended": False, "error": None}
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                transcriber.feed(chunk)
+                with arrived:
+                    arrived.notify()
+        except (WhisperError, OSError) as e:
+            state["error"] = e
+        finally:
+            with arrived:
+                state["ended"] = True
+                arrived.notify()
+
+    reader = threading.Thread(target=read, name="stream-reader", daemon=True)
+    reader.start()
+    min_chunk = transcriber.streaming.min_chunk_s
+    while True:
+        with arrived:
+            arrived.wait_for(lambda: state["ended"] or transcriber.pending_s >= min_chunk)
+            ended = state["ended"]
+        if ended:
+            break
+        on_update(transcriber.update())
+    reader.join()
+    if state["error"] is not None:
+        raise state["error"]
+    on_update(transcriber.finish())
+    return transcriber.result()
+
+
+def paced(audio: np.ndarray, speed: float = 1.0, chunk_s: float = 0.1) -> Iterator[np.ndarray]:
+    """A recording's chunks as a live source gives them: each when the time it ends has come (at `speed`
+    times real time; 0: all at once)."""
+    step = max(1, round(chunk_s * SAMPLE_RATE))
+    start = time.perf_counter()
+    for first in range(0, audio.size, step):
+        chunk = audio[first:first + step]
+        if speed > 0:
+            delay = start + (first + chunk.size) / SAMPLE_RATE / speed - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        yield chunk
+
+
+def pcm_chunks(stream: BinaryIO, chunk_s: float = 0.1, name: str = "stdin") -> Iterator[np.ndarray]:
+    """Raw 16-bit little-endian 16 kHz mono PCM from a byte stream (a recorder's pipe), in chunks."""
+    size = 2 * max(1, round(chunk_s * SAMPLE_RATE))
+    read = getattr(stream, "read1", stream.read)  # read1: what has arrived, without waiting for a whole chunk
+    tail = b""
+    while True:
+        data = read(size)
+        if not data:
+            break
+        data = tail + data
+        whole = len(data) - len(data) % 2
+        tail = data[whole:]
+        if whole:
+            yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+    if tail:
+        raise WhisperError(f"{name}: ended inside a sample (an odd number of bytes): not 16-bit PCM")

@@ -1,0 +1,207 @@
+"""Live transcription: the streaming transcriber, `max-whisper live`, and the server's WebSocket endpoint
+(a real uvicorn server, the `websockets` client)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from max_whisper import cli, load_audio
+from max_whisper.bench import word_error_rate
+from max_whisper.errors import WhisperError
+from max_whisper.server import ServerOptions
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, pcm_chunks
+from max_whisper.transcribe import TranscribeOptions, transcribe_with
+
+from conftest import REPO, running_server, write_wav
+
+# Five recordings one after another with pauses: 32 s, more than one window, so the buffer is cut.
+PARTS = ["speech/sense_and_sensibility_01_austen_64kb-0870.wav", "speech/sense_and_sensibility_01_austen_64kb-0880.wav",
+         "audio/vad_phrase1.flac", "speech/jfk.wav", "speech/sense_and_sensibility_01_austen_64kb-0890.wav"]
+OPTIONS = TranscribeOptions.from_kwargs(word_timestamps=True)
+
+
+@pytest.fixture(scope="module")
+def recording() -> np.ndarray:
+    pause = np.zeros(8000, dtype=np.float32)
+    return np.concatenate([x for part in PARTS for x in (load_audio(REPO / "tests" / part), pause)])
+
+
+@pytest.fixture(scope="module")
+def offline(tiny, recording) -> str:
+    return transcribe_with(tiny, recording, OPTIONS)["text"]
+
+
+def as_pcm16(audio: np.ndarray) -> bytes:
+    return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
+def stream_by_hand(transcriber: StreamingTranscriber, audio: np.ndarray, chunk_s: float = 0.5):
+    """Feed chunks and decode whenever min_chunk_s has arrived, as a live driver does (without waiting)."""
+    updates, buffers = [], []
+    step = int(chunk_s * 16000)
+    for first in range(0, audio.size, step):
+        transcriber.feed(audio[first:first + step])
+        if transcriber.pending_s >= transcriber.streaming.min_chunk_s:
+            updates.append(transcriber.update())
+            buffers.append(transcriber.buffer_s)
+    updates.append(transcriber.finish())
+    return updates, buffers
+
+
+def test_stream_commits_the_offline_transcript_once_and_never_revises(tiny, recording, offline):
+    transcriber = StreamingTranscriber(tiny, OPTIONS, StreamingOptions(min_chunk_s=1.0))
+    updates, buffers = stream_by_hand(transcriber, recording)
+    committed = [w for u in updates for w in u.committed]
+    assert committed == transcriber.committed  # each word committed once, in order, never taken back
+    assert all(a["start"] <= b["start"] + 0.1 for a, b in zip(committed, committed[1:]))
+    assert committed[-1]["end"] <= recording.size / 16000 + 0.01
+    assert max(buffers) <= transcriber.streaming.max_buffer_s + 1.0  # cut as it goes
+    assert min(buffers) < transcriber.streaming.trim_s  # ... at committed sentence ends
+    assert word_error_rate([offline], [transcriber.text])[0] <= 10.0, (offline, transcriber.text)
+    result = transcriber.result()
+    assert result["text"] == transcriber.text and result["language"] == "en"
+    assert "".join(s["text"] for s in result["segments"]) == result["text"]
+
+
+def test_silence_stays_bounded_and_writes_nothing(tiny):
+    transcriber = StreamingTranscriber(tiny, OPTIONS, StreamingOptions(min_chunk_s=2.0))
+    updates, buffers = stream_by_hand(transcriber, np.zeros(16000 * 70, dtype=np.float32), chunk_s=2.0)
+    assert transcriber.text == "" and not any(u.committed or u.tentative for u in updates)
+    assert max(buffers) <= transcriber.streaming.max_buffer_s + 2.0
+
+
+def test_options_are_checked():
+    with pytest.raises(WhisperError, match="trim_s"):
+        StreamingOptions(trim_s=40.0)
+    with pytest.raises(WhisperError, match="min_chunk_s"):
+        StreamingOptions(min_chunk_s=0)
+
+
+def test_pcm_chunks_from_a_pipe():
+    samples = np.array([0, 16384, -32768, 32767], dtype="<i2")
+    chunks = list(pcm_chunks(io.BufferedReader(io.BytesIO(samples.tobytes() * 1000)), chunk_s=0.01))
+    assert np.concatenate(chunks).tolist() == (samples.astype(np.float32) / 32768).tolist() * 1000
+    with pytest.raises(WhisperError, match="odd number of bytes"):
+        list(pcm_chunks(io.BytesIO(b"\x00\x01\x02")))
+
+
+def test_live_command_prints_committed_text(tiny, recording, offline, tmp_path, capsys):
+    path = write_wav(tmp_path / "talk.wav", recording)
+    assert cli.main(["live", str(path), "--speed", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("[") and " --> " in line for line in lines)
+    text = " ".join(line.split("] ", 1)[1] for line in lines)
+    assert word_error_rate([offline], [text])[0] <= 10.0, (offline, text)
+
+
+def test_live_command_reads_pcm_on_stdin(tiny, monkeypatch, capsys):
+    audio = load_audio(REPO / "tests" / "speech" / "jfk.wav")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(as_pcm16(audio)))))
+    assert cli.main(["live", "-"]) == 0
+    assert "ask not what your country can do for you" in capsys.readouterr().out.replace("\n", " ").lower()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(b"\x00" * 3))))
+    assert cli.main(["live", "-"]) == 2
+    assert capsys.readouterr().err.strip() == "error: stdin: ended inside a sample (an odd number of bytes): not 16-bit PCM"
+
+
+# --- the WebSocket endpoint ---
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    with running_server(tiny, ServerOptions(model_name="tiny.en", max_batch=8)) as (url, app):
+        yield url.replace("http://", "ws://") + "/v1/audio/stream", url, app
+
+
+def send_stream(ws_url: str, audio: np.ndarray, chunk_s: float = 0.25, extra: list | None = None) -> list[dict]:
+    """Stream `audio` as s16le chunks (as fast as they go), then end; every event until done."""
+    with connect(ws_url, max_size=None) as ws:
+        for message in extra or []:
+            ws.send(message)
+        step = int(chunk_s * 16000)
+        for first in range(0, audio.size, step):
+            ws.send(as_pcm16(audio[first:first + step]))
+        ws.send(json.dumps({"type": "end"}))
+        events = []
+        while not events or events[-1]["type"] != "done":
+            events.append(json.loads(ws.recv(timeout=120)))
+    return events
+
+
+def committed_text(events: list[dict]) -> str:
+    return "".join(e["text"] for e in events if e["type"] == "committed")
+
+
+def test_websocket_stream(server, recording, offline):
+    events = send_stream(server[0], recording)
+    done = events[-1]
+    assert done["text"] == committed_text(events) and done["duration"] == pytest.approx(recording.size / 16000, abs=0.01)
+    assert word_error_rate([offline], [done["text"]])[0] <= 10.0, (offline, done["text"])
+    assert {e["type"] for e in events} == {"committed", "tentative", "done"}
+    words = [w for e in events if e["type"] == "committed" for w in e["words"]]
+    assert "".join(w["word"] for w in words) == done["text"] and all(w["end"] >= w["start"] for w in words)
+
+
+def test_bad_chunks_get_an_error_event_and_the_stream_goes_on(server):
+    audio = load_audio(REPO / "tests" / "speech" / "jfk.wav")
+    events = send_stream(server[0], audio, extra=[b"\x01\x02\x03", "hello", json.dumps({"type": "pause"}), b""])
+    errors = [e["message"] for e in events if e["type"] == "error"]
+    assert len(errors) == 4 and "3 bytes is not s16le PCM" in errors[0] and "expected binary PCM" in errors[1]
+    assert "ask not what your country can do for you" in events[-1]["text"].lower()
+    with connect(server[0] + "?format=f32le") as ws:
+        ws.send(np.array([0.5, np.nan], dtype="<f4").tobytes())
+        assert "not PCM" in json.loads(ws.recv(timeout=30))["message"]
+        ws.send(np.array([0.5, 2.0], dtype="<f4").tobytes())
+        assert "beyond [-1, 1]" in json.loads(ws.recv(timeout=30))["message"]
+        ws.send(audio.astype("<f4").tobytes())
+        ws.send(json.dumps({"type": "end"}))
+        events = [json.loads(m) for m in ws]
+    assert events[-1]["type"] == "done" and "fellow americans" in events[-1]["text"].lower()
+
+
+@pytest.mark.parametrize("query, message", [("?format=u8", "format must be one of"),
+                                            ("?model=large", "not served here"),
+                                            ("?language=de", "English-only"),
+                                            ("?min_chunk=0", "min_chunk_s must be positive"),
+                                            ("?speed=2", "unknown stream parameter")])
+def test_bad_parameters_close_the_stream(server, query, message):
+    with connect(server[0] + query) as ws:
+        event = json.loads(ws.recv(timeout=30))
+        assert event["type"] == "error" and message in event["message"], event
+        with pytest.raises(Exception, match="1008"):
+            ws.recv(timeout=30)
+
+
+def test_abrupt_disconnect_frees_the_stream(server, recording):
+    health = server[1] + "/health"
+    with connect(server[0]) as ws:
+        ws.send(as_pcm16(recording[: 16000 * 8]))
+        json.loads(ws.recv(timeout=60))  # a decode is under way or done
+        assert httpx.get(health).json()["streams"] == 1
+        ws.socket.shutdown(socket.SHUT_RDWR)  # no close frame: the client is gone
+        ws.socket.close()
+    deadline = time.monotonic() + 60
+    while httpx.get(health).json()["streams"] != 0:
+        assert time.monotonic() < deadline, "the stream was not freed"
+        time.sleep(0.1)
+    assert "fellow americans" in send_stream(server[0], load_audio(REPO / "tests" / "speech" / "jfk.wav"))[-1]["text"].lower()
+
+
+def test_streams_share_the_engine_batches(server, recording, offline):
+    app = server[2]
+    before = app.state.batcher.batches, app.state.batcher.windows
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: send_stream(server[0], recording)[-1]["text"], range(3)))
+    batches, windows = app.state.batcher.batches - before[0], app.state.batcher.windows - before[1]
+    assert windows > batches  # some decodes of different streams went together
+    for text in results:
+        assert word_error_rate([offline], [text])[0] <= 10.0, (offline, text)
