@@ -26,7 +26,7 @@ from conftest import REPO, running_server, write_wav
 # Five recordings one after another with pauses: 32 s, more than one window, so the buffer is cut.
 PARTS = ["speech/sense_and_sensibility_01_austen_64kb-0870.wav", "speech/sense_and_sensibility_01_austen_64kb-0880.wav",
          "audio/vad_phrase1.flac", "speech/jfk.wav", "speech/sense_and_sensibility_01_austen_64kb-0890.wav"]
-OPTIONS = TranscribeOptions.from_kwargs(word_timestamps=True)
+OPTIONS = TranscribeOptions.from_kwargs(word_timestamps=True, temperature=0.0)  # the live defaults
 
 
 @pytest.fixture(scope="module")

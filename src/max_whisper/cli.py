@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most 30 s windows, from concurrent requests, decoded together (default 8)")
     v.add_argument("--max-queue", type=_positive_int, default=64,
                    help="most requests in progress at once; more get 503 with Retry-After (default 64)")
+    v.add_argument("--max-streams", type=_positive_int, default=64,
+                   help="most live WebSocket streams open at once; more are refused (default 64)")
     v.add_argument("--silence-threshold-db", type=_decibels_or_off, default=None, metavar="DB",
                    help="windows whose loudest 20 ms is quieter than DB dBFS are not decoded "
                         "(default -60; 'off' decodes every window)")
@@ -597,7 +599,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        rows=decoding_rows(args.max_batch))
     print(f"loaded {args.model} on {args.device} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     serve(model, ServerOptions(model_name=str(args.model), max_upload_mb=args.max_upload_mb,
-                               max_batch=args.max_batch, max_queue=args.max_queue,
+                               max_batch=args.max_batch, max_queue=args.max_queue, max_streams=args.max_streams,
                                **silence_option(args.silence_threshold_db)), args.host, args.port)
     return 0
 
@@ -610,7 +612,7 @@ def cmd_live(args: argparse.Namespace) -> int:
 
     streaming = StreamingOptions(min_chunk_s=args.min_chunk)
     options = TranscribeOptions.from_kwargs(language=language_code(args.language) if args.language else None,
-                                            vad_filter=args.vad_filter)
+                                            vad_filter=args.vad_filter, temperature=0.0)  # see StreamingTranscriber
     if args.input == "-":
         chunks: Iterator[np.ndarray] = pcm_chunks(sys.stdin.buffer)
     else:

@@ -242,7 +242,7 @@ def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...
         raise ApiError(400, f"min_chunk must be a number of seconds, got '{params['min_chunk']}'") from None
     kwargs = {"language": params.get("language") or None, "vad_filter": _flag(params.get("vad_filter"), "vad_filter"),
               "vad_parameters": _vad_parameters(params.get("vad_parameters"))}
-    transcribe = TranscribeOptions.from_kwargs(silence_threshold_db=options.silence_threshold_db,
+    transcribe = TranscribeOptions.from_kwargs(silence_threshold_db=options.silence_threshold_db, temperature=0.0,
                                                **{k: v for k, v in kwargs.items() if v is not None})
     model.tokenizer(transcribe.decoding.language, "transcribe")  # a language the model has
     return StreamSetup(transcribe, StreamingOptions(min_chunk_s=min_chunk), sample_format)

@@ -14,7 +14,6 @@ WebSocket connection, the streams' windows decoded together by its batcher.
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -38,6 +37,10 @@ class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
     min_chunk_s: float = 1.0  # new audio before the buffer is decoded again (a driver's pace)
+    # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
+    # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
+    # follows (measured: docs/measurements.md, issue 24).
+    lookahead_s: float = 0.5
     trim_s: float = 15.0  # a longer buffer is cut after its last committed sentence
     max_buffer_s: float = 25.0  # a longer buffer is cut after its last committed word, or forced (below)
     prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt
@@ -45,6 +48,8 @@ class StreamingOptions:
     def __post_init__(self) -> None:
         if self.min_chunk_s <= 0:
             raise WhisperError(f"min_chunk_s must be positive, got {self.min_chunk_s}")
+        if not 0 <= self.lookahead_s < _FORCED_KEEP_S:
+            raise WhisperError(f"lookahead_s must be at least 0 and under {_FORCED_KEEP_S:g} s, got {self.lookahead_s}")
         if not 0 < self.trim_s <= self.max_buffer_s <= WINDOW_S - _EDGE_S:
             raise WhisperError(f"need 0 < trim_s <= max_buffer_s <= {WINDOW_S - _EDGE_S:g} s, got "
                                f"{self.trim_s} and {self.max_buffer_s}")
@@ -72,8 +77,9 @@ class StreamUpdate:
 
 
 def _key(word: dict) -> str:
-    """A word as two hypotheses are compared: case and punctuation aside."""
-    return re.sub(r"[^\w']", "", word["word"].lower())
+    """A word as two hypotheses are compared: its text, punctuation included (a commit that picked one of two
+    punctuations would make the prompt, and with it the following text, drift out of the model's style)."""
+    return word["word"].strip()
 
 
 class StreamingTranscriber:
@@ -81,11 +87,13 @@ class StreamingTranscriber:
     buffer once and returns what it committed; `finish` commits the rest at the end of the stream.
 
     `feed` may be called from another thread than `update`; `update` and `finish` from one thread at a time.
+    Without `options`, decodes are greedy at temperature 0 without fallback: agreement needs decodes that
+    change only with the audio, where a fallback's sampling differs each time (measured: docs/measurements.md).
     """
 
     def __init__(self, model: Engine, options: TranscribeOptions | None = None,
                  streaming: StreamingOptions = StreamingOptions()):
-        options = options or TranscribeOptions()
+        options = options or TranscribeOptions(temperature=0.0)
         if options.batch_size is not None or options.clip_timestamps not in ((), (0.0,)):
             raise WhisperError("a stream decodes its buffer with the sequential loop: no batch_size or clip_timestamps")
         self.model, self.streaming = model, streaming
@@ -131,14 +139,15 @@ class StreamingTranscriber:
 
     def update(self) -> StreamUpdate:
         """Decode the buffer (at most one window of it) and commit the words this decode and the previous
-        one agree on."""
-        words, edge = self._decode()
-        if edge is not None:  # the window ended inside the buffer: its last words may be cut short
-            words = [w for w in words if w["end"] <= edge - _EDGE_S]
+        one agree on, up to `lookahead_s` before the end of the audio decoded."""
+        words = self._decode()
         agreed = 0
         while (agreed < min(len(words), len(self._hypothesis))
                and _key(words[agreed]) == _key(self._hypothesis[agreed])):
             agreed += 1
+        heard_until = self._decoded_until - self.streaming.lookahead_s
+        while agreed and words[agreed - 1]["end"] > heard_until:
+            agreed -= 1
         committed = self._commit(words[:agreed])
         self._hypothesis = words[agreed:]
         committed += self._trim()
@@ -149,10 +158,7 @@ class StreamingTranscriber:
         committed: list[dict] = []
         while True:
             if self.pending_s > 0:
-                words, edge = self._decode()
-                if edge is not None:
-                    words = [w for w in words if w["end"] <= edge - _EDGE_S]
-                self._hypothesis = words
+                self._hypothesis = self._decode()
             committed += self._commit(self._hypothesis)
             self._hypothesis = []
             if self.pending_s <= 0:
@@ -175,9 +181,9 @@ class StreamingTranscriber:
                 current = []
         return {"text": self.text, "segments": segments, "language": self.language}
 
-    def _decode(self) -> tuple[list[dict], float | None]:
-        """The buffer's words after those committed, in stream time, and where the decoded audio ended when
-        the buffer holds more than one window (None when it was all read)."""
+    def _decode(self) -> list[dict]:
+        """The buffer's words after those committed, in stream time; when the buffer holds more than one
+        window, those of its first window without the last second's (they may be cut short)."""
         with self._lock:
             audio, offset = self._audio, self._offset
         clipped = audio.size > self.streaming.max_buffer_s * SAMPLE_RATE
@@ -202,7 +208,9 @@ class StreamingTranscriber:
             words = []
         self.decodes += 1
         self._decoded_until = end
-        return self._new_words(words), end if clipped else None
+        if clipped:
+            words = [w for w in words if w["end"] <= end - _EDGE_S]
+        return self._new_words(words)
 
     def _prompt(self) -> str | None:
         """The committed text before the buffer (its last `prompt_chars`), else the caller's initial prompt."""
