@@ -2,7 +2,8 @@
 
 Whisper reads 30 s windows, so a stream re-decodes a growing buffer (whisper_streaming's local agreement,
 Macháček et al. 2023): after each decode, the words that this hypothesis and the previous one agree on, in
-order from the start, are committed (final, never revised); the rest is the tentative tail. Words carry
+order from the start and up to `lookahead_s` before the end of the audio read, are committed (final, never
+revised); the rest is the tentative tail. Words carry
 word timestamps (the aligner), which is how a new hypothesis is matched against what is already committed
 and where the buffer is cut: at the end of a committed sentence once it is longer than `trim_s`, so memory
 and the cost of an update stay bounded over hours. The committed text before the buffer is the prompt.
@@ -23,10 +24,10 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .errors import WhisperError
-from .features import N_FRAMES
+from .features import FRAMES_PER_SECOND, N_FRAMES
 from .transcribe import Engine, TranscribeOptions, front_end, transcribe_speech
 
-WINDOW_S = N_FRAMES / 100  # the model's window: 30 s
+WINDOW_S = N_FRAMES / FRAMES_PER_SECOND  # the model's window: 30 s
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 _FORCED_KEEP_S = 5.0  # what a cut without a committed word to cut at keeps of the buffer's end
 _EDGE_S = 1.0  # with more audio than one window, words ending this close to the window's end may be cut short
@@ -93,7 +94,7 @@ class StreamingTranscriber:
 
     def __init__(self, model: Engine, options: TranscribeOptions | None = None,
                  streaming: StreamingOptions = StreamingOptions()):
-        options = options or TranscribeOptions(temperature=0.0)
+        options = options or TranscribeOptions(temperature=(0.0,))
         if options.batch_size is not None or options.clip_timestamps not in ((), (0.0,)):
             raise WhisperError("a stream decodes its buffer with the sequential loop: no batch_size or clip_timestamps")
         self.model, self.streaming = model, streaming
