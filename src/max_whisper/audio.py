@@ -52,7 +52,12 @@ def decode_audio(source: str | BinaryIO, name: str, sr: int = SAMPLE_RATE) -> np
         raise WhisperError(f"{name}: not a readable audio file ({first_line(e)})") from None
     if not chunks or sum(c.size for c in chunks) == 0:
         raise WhisperError(f"{name}: decodes to no audio samples")
-    return np.concatenate(chunks).astype(np.float32) / 32768.0
+    return from_pcm16(np.concatenate(chunks))
+
+
+def from_pcm16(samples: np.ndarray) -> np.ndarray:
+    """16-bit PCM samples as float32 in [-1, 1), openai-whisper's scale."""
+    return samples.astype(np.float32) / 32768.0
 
 
 def pad_or_trim(array: np.ndarray, length: int = N_SAMPLES, axis: int = -1) -> np.ndarray:

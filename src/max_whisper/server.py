@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, decode_audio
+from .audio import SAMPLE_RATE, decode_audio, from_pcm16
 from .batching import BatchedModel, WindowBatcher, one_blas_thread
 from .errors import WhisperError, first_line
 from .outputs import WRITERS, SubtitleOptions
@@ -261,7 +261,7 @@ def pcm_samples(data: bytes, sample_format: str) -> np.ndarray:
                            f"{dtype.itemsize}-byte samples, at least one)")
     samples = np.frombuffer(data, dtype=dtype)
     if dtype.kind == "i":
-        return samples.astype(np.float32) / 32768.0
+        return from_pcm16(samples)
     if not np.all(np.abs(samples) <= 1.0):  # NaN fails too
         raise WhisperError(f"a chunk of {samples.size} f32le samples is not PCM: values beyond [-1, 1] or not numbers")
     return samples.astype(np.float32)

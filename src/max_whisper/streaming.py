@@ -22,7 +22,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, from_pcm16
 from .errors import WhisperError
 from .features import FRAMES_PER_SECOND, N_FRAMES
 from .transcribe import Engine, TranscribeOptions, front_end, transcribe_speech
@@ -70,11 +70,19 @@ class StreamUpdate:
 
     @property
     def committed_text(self) -> str:
-        return "".join(w["word"] for w in self.committed)
+        return words_text(self.committed)
 
     @property
     def tentative_text(self) -> str:
-        return "".join(w["word"] for w in self.tentative)
+        return words_text(self.tentative)
+
+
+def words_text(words: list[dict]) -> str:
+    return "".join(w["word"] for w in words)
+
+
+def _ends_sentence(word: dict) -> bool:
+    return word["word"].rstrip().endswith(SENTENCE_ENDS)
 
 
 def _key(word: dict) -> str:
@@ -128,7 +136,7 @@ class StreamingTranscriber:
 
     @property
     def text(self) -> str:
-        return "".join(w["word"] for w in self.committed)
+        return words_text(self.committed)
 
     def feed(self, samples: np.ndarray) -> None:
         """Append 16 kHz mono samples (float32 in [-1, 1])."""
@@ -175,10 +183,9 @@ class StreamingTranscriber:
         for i, word in enumerate(self.committed):
             current.append(word)
             following = self.committed[i + 1] if i + 1 < len(self.committed) else None
-            if (following is None or word["word"].rstrip().endswith(SENTENCE_ENDS)
-                    or following["start"] - word["end"] >= 2.0):
+            if following is None or _ends_sentence(word) or following["start"] - word["end"] >= 2.0:
                 segments.append({"id": len(segments), "start": current[0]["start"], "end": current[-1]["end"],
-                                 "text": "".join(w["word"] for w in current), "words": current})
+                                 "text": words_text(current), "words": current})
                 current = []
         return {"text": self.text, "segments": segments, "language": self.language}
 
@@ -218,7 +225,7 @@ class StreamingTranscriber:
         done = len(self.committed) - len(self._committed_in_buffer)
         if done == 0:
             return None
-        text = "".join(w["word"] for w in self.committed[:done])
+        text = words_text(self.committed[:done])
         return text[-self.streaming.prompt_chars:] if self.streaming.prompt_chars else None
 
     def _new_words(self, words: list[dict]) -> list[dict]:
@@ -251,7 +258,7 @@ class StreamingTranscriber:
         if length <= self.streaming.trim_s:
             return []
         done = self._committed_in_buffer
-        sentence_ends = [w["end"] for w in done if w["word"].rstrip().endswith(SENTENCE_ENDS)]
+        sentence_ends = [w["end"] for w in done if _ends_sentence(w)]
         if sentence_ends:
             self._cut_at(sentence_ends[-1])
             return []
@@ -341,6 +348,6 @@ def pcm_chunks(stream: BinaryIO, chunk_s: float = 0.1, name: str = "stdin") -> I
         whole = len(data) - len(data) % 2
         tail = data[whole:]
         if whole:
-            yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / 32768.0
+            yield from_pcm16(np.frombuffer(data[:whole], dtype="<i2"))
     if tail:
         raise WhisperError(f"{name}: ended inside a sample (an odd number of bytes): not 16-bit PCM")
