@@ -5,7 +5,9 @@
 
 Modes, each timed after a warm-up (compiles, records the step graph for the batch sizes it meets):
 - `sequential`: the copies as one recording, openai-whisper's loop (conditioned on previous text);
-- `batch_size=N`: that recording in throughput mode (independent windows, N at a time);
+- `batch_size=N`: that recording in throughput mode (up to N streams, each read by the sequential loop,
+  their windows decoded together);
+Greedy (temperature 0 only) unless `--fallback` (transcribe's default temperatures) for these two.
 - `files_at_once=N`: the copies as N files transcribed together;
 - `one_by_one (shifted)` and `files_at_once=N (shifted)`: N different recordings (the lecture started
   at a different second each, the start moved to the end), alone one after another and together; their
@@ -29,6 +31,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import transcribe_files
 from max_whisper.bench import word_error_rate
 from max_whisper.transcribe import TranscribeOptions
+from max_whisper.vad import speech_regions
 
 GREEDY = TranscribeOptions.from_kwargs(temperature=0.0)
 
@@ -45,6 +48,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--modes", default="sequential,batch,files,shifted")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per mode (median and min reported)")
+    p.add_argument("--fallback", action="store_true",
+                   help="sequential and batch modes at transcribe's default temperatures (fallback), not greedy only")
     args = p.parse_args()
     modes = args.modes.split(",")
     ref = references(args.speech)["lecture.flac"]
@@ -53,6 +58,7 @@ def main() -> None:
     start = time.perf_counter()
     model = load(args)
     report = {"machine": machine(), "model": args.model, "device": args.device, "copies": n,
+              "temperatures": "default (fallback)" if args.fallback else "0 only",
               "audio_s": n * len(lecture) / SAMPLE_RATE, "load_s": time.perf_counter() - start}
 
     def record(name: str, walls: list[float], **quality) -> None:
@@ -62,13 +68,20 @@ def main() -> None:
         print(json.dumps({name: report[name]}), flush=True)
 
     reference = [" ".join([ref] * n)]
+    copies = np.concatenate([lecture] * n)
+    temperature = {} if args.fallback else {"temperature": 0.0}
     for name, batch in (("sequential", None), (f"batch_size={args.batch_size}", args.batch_size)):
         if ("sequential" if batch is None else "batch") not in modes:
             continue
-        model.transcribe(lecture, temperature=0.0, batch_size=batch)  # warm-up
-        result, walls = timed(lambda: model.transcribe(np.concatenate([lecture] * n), temperature=0.0,
-                                                       batch_size=batch), args.repeat)
+        # warm-up on the same recording: the throughput mode's batch sizes follow its length (streams)
+        model.transcribe(copies, batch_size=batch, **temperature)
+        result, walls = timed(lambda: model.transcribe(copies, batch_size=batch, **temperature), args.repeat)
         record(name, walls, wer=word_error_rate(reference, [result["text"]])[0])
+    if "batch" in modes:  # the throughput mode's VAD, on the host, inside its wall time
+        vad = TranscribeOptions(batch_size=args.batch_size).vad_options()
+        assert vad is not None
+        _, walls = timed(lambda: speech_regions(copies, vad), args.repeat)
+        record("vad (inside batch_size)", walls)
 
     def at_once(recordings: list[np.ndarray]) -> list[dict]:
         return [r for _, _, r in transcribe_files(model, recordings, n, GREEDY)]

@@ -50,9 +50,6 @@ class DecodingOptions:
     max_initial_timestamp: float | None = 1.0
     seed: int | None = None  # for temperature sampling
     word_timestamps: bool = False  # also run the alignment pass over the tokens that become segments
-    # With word_timestamps: the text after a window's last complete segment is kept as a segment (the
-    # throughput loop's last round), so it is aligned too; the sequential loop drops it and reads it again.
-    align_unfinished: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
@@ -477,8 +474,7 @@ class DecodingTask:
         sequences, text_from = [], []
         for result in results:
             sot = list(self.model.tokenizer(result.language, self.options.task).sot_sequence)
-            kept = result.tokens if self.options.align_unfinished else aligned_tokens(result.tokens, tok.timestamp_begin)
-            text = [t for t in kept if t < tok.eot]
+            text = [t for t in aligned_tokens(result.tokens, tok.timestamp_begin) if t < tok.eot]
             sequences.append([*sot, tok.no_timestamps, *text, tok.eot])
             text_from.append(len(sot))
         found = self.model.aligner.align(inference, np.arange(len(results)) * self.n_group, sequences, tok.eot,

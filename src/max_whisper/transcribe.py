@@ -61,8 +61,8 @@ class TranscribeOptions:
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
     # Throughput mode: speech regions (VAD) merged into windows of at most 30 s (as faster-whisper's batched
-    # pipeline cuts), in this many contiguous streams decoded side by side, each window conditioned on its
-    # stream's earlier text; None: the sequential loop.
+    # pipeline cuts), in up to this many contiguous streams decoded side by side (each of at least
+    # MIN_STREAM_WINDOWS windows), each window conditioned on its stream's earlier text; None: the sequential loop.
     batch_size: int | None = None
     # A window whose loudest 20 ms is quieter than this (dBFS) is not decoded: Whisper writes text such as
     # "you" for digital silence. The loudest short frame, not the window's mean, so that a short quiet phrase
@@ -136,13 +136,12 @@ class TranscribeOptions:
             return replace(given or VadOptions(min_silence_duration_ms=160), max_speech_duration_s=N_SAMPLES / SAMPLE_RATE)
         return (given or VadOptions()) if self.vad_filter else None
 
-    def window_options(self, temperature: float, prompt: list[int] | None,
-                       align_unfinished: bool = False) -> DecodingOptions:
+    def window_options(self, temperature: float, prompt: list[int] | None) -> DecodingOptions:
         """A window's options at `temperature`: beam search at 0, `best_of` samples above."""
         if temperature > 0:
             return replace(self.decoding, temperature=temperature, prompt=prompt, beam_size=None, patience=None,
-                           best_of=self.best_of, align_unfinished=align_unfinished)
-        return replace(self.decoding, prompt=prompt, align_unfinished=align_unfinished)
+                           best_of=self.best_of)
+        return replace(self.decoding, prompt=prompt)
 
     def needs_fallback(self, result: DecodingResult) -> bool:
         """A decode too repetitive or too unsure, worth a try at the next temperature."""
@@ -287,6 +286,19 @@ def clear_wordless(result: dict) -> None:
         result["text"] = "".join(s["text"] for s in result["segments"])
 
 
+# A stream's first window is decoded without the text before it: with every window a stream's first (5
+# recordings of 3-5 windows) tiny.en lost 1.4 WER points against the sequential loop (docs/measurements.md).
+# Streams of at least this many windows (two minutes of speech) keep the heads to a quarter of the windows
+# or fewer, and a recording under 8 windows is one stream.
+MIN_STREAM_WINDOWS = 4
+
+
+def stream_count(windows: int, batch_size: int) -> int:
+    """How many streams the throughput mode cuts `windows` windows into: at most `batch_size`, each of at
+    least MIN_STREAM_WINDOWS windows (one stream when there are fewer)."""
+    return max(1, min(batch_size, windows // MIN_STREAM_WINDOWS))
+
+
 def contiguous_runs(items: list, n: int) -> list[list]:
     """`items` in order, cut into at most `n` contiguous runs of lengths differing by at most one."""
     n = max(1, min(n, len(items)))
@@ -323,56 +335,49 @@ class Loop:
         self.input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per output token: 2
         prompt = options.initial_prompt
         self.initial_prompt_tokens = tokenizer.encode(" " + prompt.strip()) if prompt else []
+        self.streams: list[Stream] = []
 
     def sequential(self, max_windows: int | None = None) -> dict:
         """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp
         (or, with word timestamps, its last word), within each of the clips; at most `max_windows` decoded."""
-        options = self.options
-        all_tokens: list[int] = list(self.initial_prompt_tokens)
-        all_segments: list[dict] = []
-        prompt_reset_since = 0
-        self.last_speech_timestamp = 0.0
-        clips = self.clips()
-        clip, seek = 0, clips[0][0]
+        stream = Stream(self, self.clips(), origin=0)
+        self.streams = [stream]
         decoded = 0
-        while clip < len(clips) and (max_windows is None or decoded < max_windows):
-            clip_start, clip_end = clips[clip]
-            seek = max(seek, clip_start)
-            if seek >= clip_end:
-                clip += 1
-                seek = clips[clip][0] if clip < len(clips) else seek
-                continue
-            segment_size = min(N_FRAMES, self.content_frames - seek, clip_end - seek)
-            if self.silent(seek, segment_size):
-                seek += segment_size
-                self.report(seek)
-                continue
-            mel = pad_or_trim(self.mel.window(seek, segment_size), N_FRAMES)
-            result = self.decode_with_fallback(mel, all_tokens[prompt_reset_since:], segment_size)
+        while (max_windows is None or decoded < max_windows) and (window := stream.next_window()) is not None:
+            seek, size = window
+            mel = pad_or_trim(self.mel.window(seek, size), N_FRAMES)
+            stream.take(seek, size, self.decode_with_fallback(mel, stream.prompt(), size))
             decoded += 1
-            if options.is_no_speech(result):
-                seek += segment_size
-                self.report(seek)
-                continue
-            current, advance, single_timestamp_ending = split_segments(result, self.tokenizer, seek, segment_size,
-                                                                       self.input_stride)
-            next_seek = seek + advance
-            if options.decoding.word_timestamps:
-                window = Window(seek, segment_size, result, single_timestamp_ending)
-                next_seek, kept = self.add_words(window, current, next_seek)
-                if kept is None:  # a hallucination after a long silence: the window is read again from after it
-                    seek = next_seek
-                    continue
-                current = kept
-            seek = next_seek
-            clear_empty(current)
-            all_segments.extend({"id": i, **s} for i, s in enumerate(current, start=len(all_segments)))
-            all_tokens.extend(t for s in current for t in s["tokens"])
-            if not options.condition_on_previous_text or result.temperature > 0.5:
-                prompt_reset_since = len(all_tokens)
-            self.report(seek)
-        return {"text": self.tokenizer.decode(all_tokens[len(self.initial_prompt_tokens):]),
-                "segments": all_segments, "language": options.decoding.language}
+        return self.result()
+
+    def batched(self, windows: list[tuple[int, int]]) -> dict:
+        """The throughput mode: `windows` (first mel frame, frames: the speech cut at pauses into windows of
+        at most 30 s) in `stream_count` contiguous runs, each run's audio a stream that the sequential loop
+        reads; each step decodes the next window of every stream in one batch. So a stream's windows are cut
+        and conditioned as the sequential loop cuts and conditions them, and only each stream's first window
+        lacks the text before it. A window that fails the thresholds is retried alone at the next
+        temperatures."""
+        options = self.options
+        runs = contiguous_runs(windows, stream_count(len(windows), options.batch_size or 1))
+        self.streams = [Stream(self, [(run[0][0], run[-1][0] + run[-1][1])]) for run in runs]
+        while True:
+            active = [(stream, window) for stream in self.streams if (window := stream.next_window()) is not None]
+            if not active:
+                return self.result()
+            mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for _, (seek, size) in active])
+            prompts = [stream.prompt() for stream, _ in active]
+            results = self.model.decode_windows(mels, options.window_options(options.temperature[0], None),
+                                                prompts=prompts, frames=[size for _, (_, size) in active])
+            for (stream, (seek, size)), mel, prompt, result in zip(active, mels, prompts, results):
+                if options.needs_fallback(result) and len(options.temperature) > 1:
+                    result = self.decode_with_fallback(mel, prompt, size, options.temperature[1:])
+                stream.take(seek, size, result)
+
+    def result(self) -> dict:
+        """The streams' segments in order, numbered, and their text."""
+        segments = [{"id": i, **s} for i, s in enumerate(s for stream in self.streams for s in stream.segments)]
+        return {"text": "".join(stream.text() for stream in self.streams), "segments": segments,
+                "language": self.options.decoding.language}
 
     def clips(self) -> list[tuple[int, int]]:
         """The (first, end) mel frames of each clip to transcribe (openai-whisper's clip_timestamps)."""
@@ -382,12 +387,95 @@ class Loop:
             points.append(self.content_frames)
         return list(zip(points[::2], points[1::2]))
 
+    def decode_with_fallback(self, mel: np.ndarray, prompt: list[int], frames: int,
+                             temperatures: tuple[float, ...] | None = None) -> DecodingResult:
+        """Decode one window [n_mels, 3000], `frames` of them audio, at each temperature in turn until it
+        passes the thresholds."""
+        result = None
+        for t in temperatures or self.options.temperature:
+            options = self.options.window_options(t, prompt)
+            result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
+            if not self.options.needs_fallback(result):
+                break
+        assert result is not None  # at least one temperature (TranscribeOptions checks)
+        return result
+
+    def silent(self, seek: int, size: int) -> bool:
+        threshold = self.options.silence_threshold_db
+        return threshold is not None and loudest_frame_db(self.mel.audio, seek, size) < threshold
+
+    def report(self) -> None:
+        if self.on_progress is not None:
+            done = sum(stream.seek - stream.origin for stream in self.streams)
+            total = self.content_frames / FRAMES_PER_SECOND
+            self.on_progress(min(done, self.content_frames) / FRAMES_PER_SECOND, total)
+
+
+class Stream:
+    """One run of the sequential loop over its clips (mel frames): where it is, its text so far (the next
+    window's prompt) and its segments. `origin` is where its progress counts from."""
+
+    def __init__(self, loop: Loop, clips: list[tuple[int, int]], origin: int | None = None):
+        self.loop, self.clips = loop, clips
+        self.clip, self.seek = 0, clips[0][0]
+        self.origin = clips[0][0] if origin is None else origin
+        self.tokens: list[int] = list(loop.initial_prompt_tokens)
+        self.prompt_reset_since = 0
+        self.segments: list[dict] = []
+        self.last_speech_timestamp = 0.0
+
+    def next_window(self) -> tuple[int, int] | None:
+        """The next window to decode (first frame, frames), past silent ones; None when the clips are read."""
+        loop = self.loop
+        while self.clip < len(self.clips):
+            clip_start, clip_end = self.clips[self.clip]
+            self.seek = max(self.seek, clip_start)
+            if self.seek >= clip_end:
+                self.clip += 1
+                continue
+            size = min(N_FRAMES, loop.content_frames - self.seek, clip_end - self.seek)
+            if not loop.silent(self.seek, size):
+                return self.seek, size
+            self.seek += size
+            loop.report()
+        return None
+
+    def prompt(self) -> list[int]:
+        return self.tokens[self.prompt_reset_since:]
+
+    def text(self) -> str:
+        return self.loop.tokenizer.decode(self.tokens[len(self.loop.initial_prompt_tokens):])
+
+    def take(self, seek: int, size: int, result: DecodingResult) -> None:
+        """A window's decode: its segments (with words), its text as the prompt, and where to go on."""
+        options = self.loop.options
+        if options.is_no_speech(result):
+            self.seek = seek + size
+            self.loop.report()
+            return
+        current, advance, single_timestamp_ending = split_segments(result, self.loop.tokenizer, seek, size,
+                                                                   self.loop.input_stride)
+        next_seek = seek + advance
+        if options.decoding.word_timestamps:
+            next_seek, kept = self.add_words(Window(seek, size, result, single_timestamp_ending), current, next_seek)
+            if kept is None:  # a hallucination after a long silence: the window is read again from after it
+                self.seek = next_seek
+                return
+            current = kept
+        self.seek = next_seek
+        clear_empty(current)
+        self.segments.extend(current)
+        self.tokens.extend(t for s in current for t in s["tokens"])
+        if not options.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset_since = len(self.tokens)
+        self.loop.report()
+
     def add_words(self, window: Window, segments: list[dict], next_seek: int) -> tuple[int, list[dict] | None]:
         """Word timestamps for a window's segments (`words`, and their bounds from the words), and where the
         loop goes on: after the last word where the window ends inside a segment, and past silence before a
         likely hallucination (openai-whisper's hallucination_silence_threshold). Returns None as the segments
         where the window is to be read again from the returned seek."""
-        options, tok = self.options, self.tokenizer
+        options, tok = self.loop.options, self.loop.tokenizer
         time_offset = window.seek * HOP_LENGTH / SAMPLE_RATE
         assert window.result.alignment is not None  # word_timestamps decodes align
         text_tokens = [t for s in segments for t in s["tokens"] if t < tok.eot]
@@ -413,7 +501,7 @@ class Loop:
         """openai-whisper's guard: a segment of anomalous words (improbable, very short or very long) with
         more than `hallucination_silence_threshold` seconds of silence around it is dropped, and the loop
         goes on after the silence before it."""
-        threshold = self.options.hallucination_silence_threshold
+        threshold = self.loop.options.hallucination_silence_threshold
         assert threshold is not None
         time_offset = window.seek * HOP_LENGTH / SAMPLE_RATE
         window_end_time = (window.seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE
@@ -440,100 +528,12 @@ class Loop:
                                  or window_end_time - segment["end"] < 2.0)
                 if silence_before and silence_after:
                     next_seek = round(max(time_offset + 1, segment["start"]) * FRAMES_PER_SECOND)
-                    if self.content_frames * HOP_LENGTH / SAMPLE_RATE - segment["end"] < threshold:
-                        next_seek = self.content_frames
+                    if self.loop.content_frames * HOP_LENGTH / SAMPLE_RATE - segment["end"] < threshold:
+                        next_seek = self.loop.content_frames
                     return next_seek, segments[:i]
             last_end = segment["end"]
         return next_seek, segments
 
-    def batched(self, windows: list[tuple[int, int]]) -> dict:
-        """`windows` (first mel frame, frames; at most 30 s each) cut into `batch_size` contiguous streams
-        decoded side by side: each step decodes the next window of every stream in one batch, conditioned on
-        its stream's text so far as the sequential loop conditions (a stream's first window only on
-        `initial_prompt`), so that only the streams' first windows lack context. A window that fails the
-        thresholds is retried alone at the next temperatures; audio a window's text stopped short of (over
-        1 s, not silent) is decoded again in a second round, as the sequential loop would by seeking to the
-        last timestamp. With word timestamps an unfinished segment at a window's end goes to that second
-        round too (its text is aligned with its whole audio), where without them it is kept; in the second
-        round it is kept."""
-        options, batch_size = self.options, self.options.batch_size or 1
-        pending = [(seek, size) for seek, size in windows if not self.silent(seek, size)]
-        streams = contiguous_runs(pending, batch_size)
-        context = [list(self.initial_prompt_tokens) for _ in streams]  # each stream's prompt, as all_tokens
-        segments: list[dict] = []
-        tails: list[tuple[int, int]] = []
-        done = 0
-        for step in range(max(map(len, streams), default=0)):
-            rows = [k for k, run in enumerate(streams) if step < len(run)]
-            group = [streams[k][step] for k in rows]
-            decoded = self.decode_group(group, [context[k] for k in rows], False, segments, tails)
-            for k, (found, result) in zip(rows, decoded):
-                if options.condition_on_previous_text and result.temperature <= 0.5:
-                    context[k] += [t for segment in found for t in segment["tokens"]]
-                else:
-                    context[k] = []
-            done += sum(size for _, size in group)
-            self.report(done)
-        for i in range(0, len(tails), batch_size):
-            group = tails[i:i + batch_size]
-            self.decode_group(group, [list(self.initial_prompt_tokens) for _ in group], True, segments, [])
-        segments.sort(key=lambda seg: seg["start"])
-        segments = [{"id": i, **seg} for i, seg in enumerate(segments)]
-        return {"text": "".join(seg["text"] for seg in segments), "segments": segments,
-                "language": options.decoding.language}
-
-    def decode_group(self, group: list[tuple[int, int]], prompts: list[list[int]], final_round: bool,
-                     segments: list[dict], tails: list[tuple[int, int]]) -> list[tuple[list[dict], DecodingResult]]:
-        """Decode windows (first frame, frames) in one batch, each after its prompt; adds their segments to
-        `segments` and, in the first round, the audio their text stopped short of to `tails`. Returns each
-        window's segments and decode."""
-        options, words = self.options, self.options.decoding.word_timestamps
-        mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for seek, size in group])
-        results = self.model.decode_windows(
-            mels, options.window_options(options.temperature[0], None, align_unfinished=final_round),
-            prompts=prompts, frames=[size for _, size in group])
-        decoded = []
-        for (seek, size), prompt, segment_mel, result in zip(group, prompts, mels, results):
-            if options.needs_fallback(result) and len(options.temperature) > 1:
-                result = self.decode_with_fallback(segment_mel, prompt or None, size, options.temperature[1:],
-                                                   align_unfinished=final_round)
-            found = [] if options.is_no_speech(result) else split_segments(
-                result, self.tokenizer, seek, size, self.input_stride, keep_tail=final_round or not words)[0]
-            if words and found:
-                self.last_speech_timestamp = max((s["end"] for s in segments if s["end"] <= found[0]["start"]),
-                                                 default=0.0)
-                self.add_words(Window(seek, size, result, True), found, seek + size)
-            clear_empty(found)
-            segments += found
-            covered = round(found[-1]["end"] * FRAMES_PER_SECOND) if found else seek
-            rest = seek + size - covered
-            if not final_round and found and rest > FRAMES_PER_SECOND and not self.silent(covered, rest):
-                tails.append((covered, rest))
-            decoded.append((found, result))
-        return decoded
-
-    def decode_with_fallback(self, mel: np.ndarray, prompt: list[int] | None, frames: int,
-                             temperatures: tuple[float, ...] | None = None,
-                             align_unfinished: bool = False) -> DecodingResult:
-        """Decode one window [n_mels, 3000], `frames` of them audio, at each temperature in turn until it
-        passes the thresholds."""
-        result = None
-        for t in temperatures or self.options.temperature:
-            options = self.options.window_options(t, prompt, align_unfinished)
-            result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
-            if not self.options.needs_fallback(result):
-                break
-        assert result is not None  # at least one temperature (TranscribeOptions checks)
-        return result
-
-    def silent(self, seek: int, size: int) -> bool:
-        threshold = self.options.silence_threshold_db
-        return threshold is not None and loudest_frame_db(self.mel.audio, seek, size) < threshold
-
-    def report(self, seek: int) -> None:
-        if self.on_progress is not None:
-            total = self.content_frames / FRAMES_PER_SECOND
-            self.on_progress(min(seek, self.content_frames) / FRAMES_PER_SECOND, total)
 
 
 @dataclass(frozen=True)
@@ -546,14 +546,13 @@ class Window:
     single_timestamp_ending: bool
 
 
-def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segment_size: int, input_stride: int,
-                   keep_tail: bool = False) -> tuple[list[dict], int, bool]:
+def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segment_size: int,
+                   input_stride: int) -> tuple[list[dict], int, bool]:
     """openai-whisper's segmentation of one window's tokens at consecutive timestamps.
 
     Returns segments with absolute times (empty ones too: `clear_empty` after word timestamps), how many
     mel frames to advance (to the last complete timestamp, or the whole window), and whether the tokens end
-    with a single timestamp (no speech after it). With `keep_tail` (fixed windows, nothing is decoded again)
-    text after the last complete timestamp becomes a segment ending at the window's end.
+    with a single timestamp (no speech after it).
     """
     tokens = np.array(result.tokens, dtype=np.int64)
     time_offset = seek * HOP_LENGTH / SAMPLE_RATE
@@ -581,10 +580,6 @@ def split_segments(result: DecodingResult, tokenizer: Tokenizer, seek: int, segm
             advance = segment_size
         else:  # resume at the last complete timestamp
             advance = (int(tokens[last_slice - 1]) - ts_begin) * input_stride
-            tail = tokens[last_slice:]
-            if keep_tail and (tail < tokenizer.eot).any():
-                start = time_offset + (int(tail[0]) - ts_begin) * time_precision if tail[0] >= ts_begin else segments[-1]["end"]
-                segments.append(new_segment(start, time_offset + segment_size * HOP_LENGTH / SAMPLE_RATE, tail))
     else:
         duration = segment_size * HOP_LENGTH / SAMPLE_RATE
         stamps = tokens[tokens >= ts_begin]
