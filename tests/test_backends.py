@@ -67,6 +67,20 @@ def test_faster_whisper_backend(jfk):
     assert model.max_graph_seconds() == 0.0
 
 
+def test_faster_whisper_throughput_mode_is_its_batched_pipeline(jfk):
+    """`batch_size` runs faster-whisper's BatchedInferencePipeline (its VAD chunks decoded in batches), the
+    peer's throughput mode that the bench puts beside the max backend's."""
+    from faster_whisper import BatchedInferencePipeline
+
+    model = mw.load_model("tiny.en", backend="faster-whisper")
+    audio = np.concatenate([jfk, np.zeros(16000, np.float32), jfk, np.zeros(16000, np.float32), jfk])
+    result = model.transcribe(audio, temperature=0.0, batch_size=4)
+    theirs, _ = BatchedInferencePipeline(model.model).transcribe(audio, temperature=0.0, batch_size=4, beam_size=1)
+    assert [(s["start"], s["end"], s["text"]) for s in result["segments"]] == [(s.start, s.end, s.text) for s in theirs]
+    assert result["segments"] != model.transcribe(audio, temperature=0.0)["segments"]  # not the sequential loop
+    assert result["text"].count("what your country can do for you") == 3 and result["segments"][-1]["end"] > 30
+
+
 def test_transformers_backend(jfk):
     model = mw.load_model("tiny.en", backend="transformers")
     result = model.transcribe(jfk, temperature=0.0)

@@ -150,15 +150,24 @@ def test_throughput_mode_gives_every_segment_its_words(tiny, speech):
     assert result["text"].split()[:20] == alone["text"].split()[:20]
 
 
-def test_clip_timestamps_equal_openai(tiny, tiny_ref, speech):
+# The second: the first clip's text runs past 1.4 s, where the next clip starts (the loop goes on there).
+@pytest.mark.parametrize("clips, bounds", [("5,31.5,40,62", (5, 62.5)), ("0,1.3,1.4,20", (0, 20.5))])
+def test_clip_timestamps_equal_openai(tiny, tiny_ref, speech, clips, bounds):
     audio = mw.load_audio(speech / "lecture.flac")
-    clips = "5,31.5,40,62"
     ours = tiny.transcribe(audio, clip_timestamps=clips, word_timestamps=True)
     theirs = whisper.transcribe(tiny_ref, audio, fp16=False, clip_timestamps=clips, word_timestamps=True)
     assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
     assert_same_words(ours, theirs)
     words = words_of(ours)
-    assert 5 <= words[0]["start"] and words[-1]["end"] <= 62.5
+    assert bounds[0] <= words[0]["start"] and words[-1]["end"] <= bounds[1]
+
+
+def test_clip_past_the_end_stops_there(tiny, speech):
+    """A clip that starts or ends after the recording (openai-whisper's loop would not end) is cut at its end."""
+    audio = mw.load_audio(speech / "jfk.wav")
+    assert tiny.transcribe(audio, clip_timestamps="30,50", temperature=0.0)["segments"] == []
+    tail = tiny.transcribe(audio, clip_timestamps="5,50", temperature=0.0)
+    assert "what your country can do for you" in tail["text"].lower() and tail["segments"][0]["start"] >= 5
 
 
 def test_hallucination_silence_threshold_equals_openai(tiny, tiny_ref, speech):

@@ -75,7 +75,7 @@ def summary(walls: list[float], audio_s: float, windows: int, tokens: int, devic
 
 def run_max(folder: Path, args, batch: int | None) -> dict:
     """`batch` None: the files at once (each file's loop, windows of all files batched); a number: the files
-    one after another as one recording in throughput mode, `batch` windows at a time (cut in pauses)."""
+    one after another as one recording in throughput mode, up to `batch` streams decoded side by side."""
     import max_whisper as mw
     from max_whisper.batching import transcribe_files
     from max_whisper.errors import WhisperError

@@ -1,6 +1,6 @@
 """Long-form word error rate of the max backend's sequential loop against its throughput mode
-(`--batch-size`, windows cut on VAD speech regions), on synthetic speech made here from the texts in
-longform_texts/ (written for this test; none of the shared recordings), and on tests/speech/lecture.flac.
+(`--batch-size`: streams over the VAD speech, each read by the sequential loop), on synthetic speech made
+here from the texts in longform_texts/ (written for this test; none of the shared recordings), and on tests/speech/lecture.flac.
 Needs espeak-ng (`apt-get install espeak-ng`).
 
     python -m benchmarks.suite.longform_wer [--batch-size 8] [--device cpu] [--output benchmarks/results/longform]

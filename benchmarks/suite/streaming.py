@@ -72,8 +72,8 @@ def stream(transcriber: StreamingTranscriber, audio: np.ndarray, batcher: Window
 
     if batcher is not None:  # the batcher waits for other streams' windows only while updates are running
         update, finish = transcriber.update, transcriber.finish
-        transcriber.update = lambda: _counted(batcher, update)  # type: ignore[method-assign]
-        transcriber.finish = lambda: _counted(batcher, finish)  # type: ignore[method-assign]
+        transcriber.update = lambda: batcher.counted(update)  # type: ignore[method-assign]
+        transcriber.finish = lambda: batcher.counted(finish)  # type: ignore[method-assign]
     result = run(transcriber, paced(audio, 1.0), on_update)
     end_lag = time.perf_counter() - start - audio.size / SAMPLE_RATE
     return {"text": result["text"], "latencies": latencies, "end_lag_s": end_lag, "decodes": transcriber.decodes}
@@ -98,11 +98,6 @@ def concurrent(model: mw.WhisperModel, clips: list[np.ndarray], n: int, options:
             t.join()
     batcher.stop()
     return results, batcher
-
-
-def _counted(batcher: WindowBatcher, fn):
-    with batcher.running():
-        return fn()
 
 
 def quantiles(values: list[float]) -> dict:

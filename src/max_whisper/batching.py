@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,8 @@ from .errors import WhisperError, file_error
 from .features import N_FRAMES
 from .tokenizer import Tokenizer
 from .transcribe import TranscribeOptions, transcribe_with
+
+T = TypeVar("T")
 
 
 class WindowBatcher:
@@ -52,6 +54,12 @@ class WindowBatcher:
         finally:
             with self.lock:
                 self.active -= 1
+
+    def counted(self, work: Callable[[], T]) -> T:
+        """`work()` counted as a running transcription (`running`): a stream's update, whose windows the
+        batch waits for."""
+        with self.running():
+            return work()
 
     def decode(self, mel: np.ndarray, options: DecodingOptions, frames: int = N_FRAMES) -> DecodingResult:
         """Decode one window [n_mels, 3000], `frames` of them audio, with the windows that other threads

@@ -44,7 +44,8 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--beam-size", type=int, default=None, help="beam search (default: greedy)")
     b.add_argument("--dtype", default="auto", help="MAX dtype on the GPU (default auto: see transcribe --help)")
     b.add_argument("--batch-size", type=int, default=None,
-                   help="also time the max backend's throughput mode with this many windows per batch")
+                   help="also time the throughput mode of the max backend (streams) and of faster-whisper "
+                        "(its BatchedInferencePipeline) with this many windows per batch")
     b.add_argument("--files-at-once", type=int, default=None, metavar="N",
                    help="also time the max backend transcribing N of the files at a time (transcribe --files-at-once)")
     b.add_argument("--refs", type=Path, default=None,
@@ -73,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
             raise WhisperError("--devices gpu: MAX finds no GPU on this machine")
     if args.runs < 1 or args.warmup < 0:
         raise WhisperError("--runs must be at least 1 and --warmup at least 0")
-    for flag, value in (("--batch-size", args.batch_size), ("--files-at-once", args.files_at_once)):
-        if value is not None and (value < 1 or "max" not in backends):
-            raise WhisperError(f"{flag} must be at least 1 and needs the max backend")
+    if args.batch_size is not None and (args.batch_size < 1 or not {"max", "faster-whisper"} & set(backends)):
+        raise WhisperError("--batch-size must be at least 1 and needs the max or faster-whisper backend")
+    if args.files_at_once is not None and (args.files_at_once < 1 or "max" not in backends):
+        raise WhisperError("--files-at-once must be at least 1 and needs the max backend")
     audio = [p.resolve() for p in args.audio]
     for p in audio:
         if not p.is_file():
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     for device in devices:
         for backend, dtype in chosen:
             modes: list[dict] = [{}]
-            if backend == "max" and args.batch_size:
+            if backend in ("max", "faster-whisper") and args.batch_size:  # each one's throughput mode
                 modes.append({"batch_size": args.batch_size, "batching": f"{args.batch_size} windows"})
             if backend == "max" and args.files_at_once:
                 modes.append({"files_at_once": args.files_at_once, "batching": f"{args.files_at_once} files"})

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_arguments(t)
     add_subtitle_arguments(t)
     t.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="throughput mode: the speech VAD finds, cut at pauses into up to N streams of at least "
-                        "2 minutes, each read by the sequential loop, their windows decoded together (default: "
+                   help="throughput mode: the speech VAD finds, cut into up to N streams of at least 4 windows "
+                        "(1-2 minutes), each read by the sequential loop, their windows decoded together (default: "
                         "openai-whisper's sequential loop over the whole recording)")
     t.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
                    help="max backend: decode only the speech Silero VAD finds (faster-whisper's vad_filter); "

@@ -207,8 +207,8 @@ def create_app(model: WhisperModel, options: ServerOptions = ServerOptions()):
         try:
             transcriber = StreamingTranscriber(engine, session.transcribe, session.streaming)
             await stream_session(ws, transcriber, session.sample_format,
-                                 lambda work: asyncio.get_running_loop().run_in_executor(stream_workers, _counted,
-                                                                                         batcher, work))
+                                 lambda work: asyncio.get_running_loop().run_in_executor(stream_workers,
+                                                                                         batcher.counted, work))
         finally:
             streams["n"] -= 1
 
@@ -246,11 +246,6 @@ def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...
                                                **{k: v for k, v in kwargs.items() if v is not None})
     model.tokenizer(transcribe.decoding.language, "transcribe")  # a language the model has
     return StreamSetup(transcribe, StreamingOptions(min_chunk_s=min_chunk), sample_format)
-
-
-def _counted(batcher: WindowBatcher, work):
-    with batcher.running():  # the batcher waits for other streams' windows only while updates are running
-        return work()
 
 
 def pcm_samples(data: bytes, sample_format: str) -> np.ndarray:

@@ -60,9 +60,10 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6  # with logprob_threshold: a window that is likely silence is skipped
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
-    # Throughput mode: speech regions (VAD) merged into windows of at most 30 s (as faster-whisper's batched
-    # pipeline cuts), in up to this many contiguous streams decoded side by side (each of at least
-    # MIN_STREAM_WINDOWS windows), each window conditioned on its stream's earlier text; None: the sequential loop.
+    # Throughput mode: the speech (VAD regions, merged into windows of at most 30 s as faster-whisper's batched
+    # pipeline cuts) split at those windows' junctions into up to this many contiguous stretches of at least
+    # MIN_STREAM_WINDOWS windows, each read by the sequential loop, their windows decoded side by side;
+    # None: the sequential loop over the whole recording.
     batch_size: int | None = None
     # A window whose loudest 20 ms is quieter than this (dBFS) is not decoded: Whisper writes text such as
     # "you" for digital silence. The loudest short frame, not the window's mean, so that a short quiet phrase
@@ -288,8 +289,8 @@ def clear_wordless(result: dict) -> None:
 
 # A stream's first window is decoded without the text before it: with every window a stream's first (5
 # recordings of 3-5 windows) tiny.en lost 1.4 WER points against the sequential loop (docs/measurements.md).
-# Streams of at least this many windows (two minutes of speech) keep the heads to a quarter of the windows
-# or fewer, and a recording under 8 windows is one stream.
+# Streams of at least this many windows (1-2 minutes of speech) keep the heads to a quarter of the windows or
+# fewer, and a recording under 8 windows is one stream.
 MIN_STREAM_WINDOWS = 4
 
 
@@ -312,8 +313,8 @@ def contiguous_runs(items: list, n: int) -> list[list]:
 
 
 def speech_windows(regions: list[tuple[int, int]], content_frames: int) -> list[tuple[int, int]]:
-    """The throughput mode's windows over the speech-only audio: VAD regions merged in order into groups of
-    at most 30 s (faster-whisper's `collect_chunks`), as (first mel frame, frames)."""
+    """The speech-only audio as VAD regions merged in order into groups of at most 30 s (faster-whisper's
+    `collect_chunks`), as (first mel frame, frames): the throughput mode splits its streams at their junctions."""
     windows, start = [], 0
     for group in merge_regions(regions, N_SAMPLES):
         samples = sum(end - begin for begin, end in group)
@@ -340,7 +341,7 @@ class Loop:
     def sequential(self, max_windows: int | None = None) -> dict:
         """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp
         (or, with word timestamps, its last word), within each of the clips; at most `max_windows` decoded."""
-        stream = Stream(self, self.clips(), origin=0)
+        stream = Stream(self, self.clips())
         self.streams = [stream]
         decoded = 0
         while (max_windows is None or decoded < max_windows) and (window := stream.next_window()) is not None:
@@ -359,7 +360,7 @@ class Loop:
         temperatures."""
         options = self.options
         runs = contiguous_runs(windows, stream_count(len(windows), options.batch_size or 1))
-        self.streams = [Stream(self, [(run[0][0], run[-1][0] + run[-1][1])]) for run in runs]
+        self.streams = [Stream(self, [(run[0][0], run[-1][0] + run[-1][1])], stretch=True) for run in runs]
         while True:
             active = [(stream, window) for stream in self.streams if (window := stream.next_window()) is not None]
             if not active:
@@ -385,6 +386,7 @@ class Loop:
         points = [round(t * FRAMES_PER_SECOND) for t in seconds] or [0]
         if len(points) % 2:
             points.append(self.content_frames)
+        points = [min(p, self.content_frames) for p in points]  # a clip past the end stops there
         return list(zip(points[::2], points[1::2]))
 
     def decode_with_fallback(self, mel: np.ndarray, prompt: list[int], frames: int,
@@ -413,16 +415,19 @@ class Loop:
 
 class Stream:
     """One run of the sequential loop over its clips (mel frames): where it is, its text so far (the next
-    window's prompt) and its segments. `origin` is where its progress counts from."""
+    window's prompt) and its segments. A `stretch` is one of the throughput mode's contiguous parts of the
+    speech, read beside the others: its progress counts from its start, the speech before it (for the word
+    timings' rule) ends at its start, and no time it reports passes its end, where the next stretch begins."""
 
-    def __init__(self, loop: Loop, clips: list[tuple[int, int]], origin: int | None = None):
+    def __init__(self, loop: Loop, clips: list[tuple[int, int]], stretch: bool = False):
         self.loop, self.clips = loop, clips
         self.clip, self.seek = 0, clips[0][0]
-        self.origin = clips[0][0] if origin is None else origin
+        self.origin = clips[0][0] if stretch else 0
+        self.end_time = clips[-1][1] / FRAMES_PER_SECOND if stretch else None
         self.tokens: list[int] = list(loop.initial_prompt_tokens)
         self.prompt_reset_since = 0
         self.segments: list[dict] = []
-        self.last_speech_timestamp = 0.0
+        self.last_speech_timestamp = clips[0][0] / FRAMES_PER_SECOND if stretch else 0.0
 
     def next_window(self) -> tuple[int, int] | None:
         """The next window to decode (first frame, frames), past silent ones; None when the clips are read."""
@@ -430,8 +435,10 @@ class Stream:
         while self.clip < len(self.clips):
             clip_start, clip_end = self.clips[self.clip]
             self.seek = max(self.seek, clip_start)
-            if self.seek >= clip_end:
+            if self.seek >= clip_end:  # the next clip from its start, as openai-whisper's loop goes on
                 self.clip += 1
+                if self.clip < len(self.clips):
+                    self.seek = self.clips[self.clip][0]
                 continue
             size = min(N_FRAMES, loop.content_frames - self.seek, clip_end - self.seek)
             if not loop.silent(self.seek, size):
@@ -464,6 +471,9 @@ class Stream:
             current = kept
         self.seek = next_seek
         clear_empty(current)
+        if self.end_time is not None:  # a timestamp in the padding after a stretch's last audio
+            for item in [*current, *(w for s in current for w in s.get("words", []))]:
+                item["start"], item["end"] = min(item["start"], self.end_time), min(item["end"], self.end_time)
         self.segments.extend(current)
         self.tokens.extend(t for s in current for t in s["tokens"])
         if not options.condition_on_previous_text or result.temperature > 0.5:

@@ -144,13 +144,14 @@ class FasterWhisperModel:
              "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "condition_on_previous_text",
              "initial_prompt", "suppress_tokens", "without_timestamps", "word_timestamps", "prepend_punctuations",
              "append_punctuations", "clip_timestamps", "hallucination_silence_threshold", "on_progress",
-             "repetition_penalty", "no_repeat_ngram_size"}
+             "repetition_penalty", "no_repeat_ngram_size", "batch_size"}
 
     def transcribe(self, audio, **options) -> dict:
         unknown = set(options) - self.TAKES
         if unknown:
             raise WhisperError(f"the faster-whisper backend does not take {', '.join(sorted(unknown))}")
         options.pop("on_progress", None)
+        batch_size = options.pop("batch_size", None)
         temperature = options.pop("temperature", (0.0, 0.2, 0.4, 0.6, 0.8, 1.0))
         suppress = options.pop("suppress_tokens", "-1")
         kwargs = {self.RENAMED.get(k, k): v for k, v in options.items()}
@@ -158,7 +159,12 @@ class FasterWhisperModel:
                       patience=kwargs.get("patience") or 1, length_penalty=kwargs.get("length_penalty") or 1,
                       temperature=list(temperature) if isinstance(temperature, (tuple, list)) else temperature,
                       suppress_tokens=[int(t) for t in suppress.split(",")] if isinstance(suppress, str) else suppress)
-        segments, info = self.model.transcribe(audio, vad_filter=False, **kwargs)
+        if batch_size is None:
+            segments, info = self.model.transcribe(audio, vad_filter=False, **kwargs)
+        else:  # its throughput mode: BatchedInferencePipeline, at its own defaults (Silero VAD chunks) but these
+            from faster_whisper import BatchedInferencePipeline
+
+            segments, info = BatchedInferencePipeline(self.model).transcribe(audio, batch_size=batch_size, **kwargs)
         out = []
         for i, s in enumerate(segments):
             segment = {"id": i, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text, "tokens": list(s.tokens),
