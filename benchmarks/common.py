@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+import wave
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
@@ -19,7 +20,7 @@ import numpy as np
 
 import max_whisper as mw
 from max_whisper.bench import machine  # noqa: F401  (the scripts' record of the machine, as bench writes it)
-from max_whisper.audio import N_SAMPLES
+from max_whisper.audio import N_SAMPLES, SAMPLE_RATE
 from max_whisper.features import N_FRAMES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,3 +111,12 @@ def process_gpu_memory_mb(pid: int | None = None) -> float | None:
 def write_json(path: Path, obj: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    """16 kHz mono samples as a 16-bit WAV file."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())

@@ -12,7 +12,7 @@ import whisper
 
 import max_whisper as mw
 from max_whisper import WhisperError
-from max_whisper.features import mel_filters
+from max_whisper.features import LogMelFeatures, mel_filters
 from conftest import references
 
 
@@ -30,6 +30,20 @@ def test_log_mel_matches_openai(speech, clip):
     theirs = whisper.log_mel_spectrogram(torch.from_numpy(audio), padding=mw.audio.N_SAMPLES).numpy()
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() < 1e-4
+
+
+@pytest.mark.parametrize("held_frames", [LogMelFeatures.HELD_FRAMES, 0], ids=["held", "on-demand"])
+@pytest.mark.parametrize("clip", ["cards_001.wav", "jfk.wav"])
+def test_padding_frames_skip_the_fft_exactly(speech, clip, held_frames, monkeypatch):
+    """Frames that read only the 30 s of zero padding are filled in, not transformed: the same numbers."""
+    monkeypatch.setattr(LogMelFeatures, "HELD_FRAMES", held_frames)
+    audio = mw.load_audio(speech / clip)
+    skipping = LogMelFeatures(audio, padding=mw.audio.N_SAMPLES)
+    every = LogMelFeatures(audio, padding=mw.audio.N_SAMPLES)
+    every.sounding_frames = every.n_frames  # every frame through the FFT
+    assert skipping.sounding_frames < skipping.n_frames - 2500
+    for start in (0, skipping.sounding_frames - 1500, skipping.n_frames - 3000):
+        assert np.array_equal(skipping.window(start, 3000), every.window(start, 3000))
 
 
 def test_load_audio_resamples_to_16k_mono(speech):

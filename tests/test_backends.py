@@ -81,12 +81,17 @@ def test_faster_whisper_throughput_mode_is_its_batched_pipeline(jfk):
     assert result["text"].count("what your country can do for you") == 3 and result["segments"][-1]["end"] > 30
 
 
-def test_transformers_backend(jfk):
+def test_transformers_backend(jfk, speech):
     model = mw.load_model("tiny.en", backend="transformers")
     result = model.transcribe(jfk, temperature=0.0)
     assert "ask not what your country can do for you" in result["text"]
     assert result["segments"][0]["start"] == 0.0 and result["segments"][-1]["end"] == pytest.approx(11.0, abs=1.0)
     assert model.max_graph_seconds() == 0.0
+    # its batching across files: every chunk of both files in one batch, each file's text its own
+    files = [speech / "goforward.wav", jfk]
+    together = model.transcribe_files(files, batch_size=4, temperature=0.0)
+    assert [r["text"] for r in together] == [model.transcribe(f, temperature=0.0)["text"] for f in files]
+    assert together[1]["text"] == result["text"]
 
 
 def test_unknown_backend():

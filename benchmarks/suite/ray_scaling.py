@@ -22,12 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, SPEECH, command, machine, parser, write_json
+from benchmarks.common import RESULTS, SPEECH, command, machine, parser, write_json, write_wav
 from max_whisper import load_audio
 from max_whisper.audio import SAMPLE_RATE
 
@@ -42,11 +41,7 @@ def make_corpus(folder: Path, n: int) -> list[Path]:
         k = i % len(clips)
         audio = np.concatenate([shift, *clips[k:], *clips[:k]])
         path = folder / f"rec{i:04d}.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(SAMPLE_RATE)
-            w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+        write_wav(path, audio)
         files.append(path)
     return files
 

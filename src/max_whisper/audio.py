@@ -42,6 +42,9 @@ def decode_audio(source: str | BinaryIO, name: str, sr: int = SAMPLE_RATE) -> np
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
             for frame in container.decode(stream):
+                if frame.format.name == "s16" and len(frame.layout.channels) == 1 and frame.sample_rate == sr:
+                    chunks.append(frame.to_ndarray().reshape(-1))  # already what the resampler would give
+                    continue
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):  # flush the resampler's tail

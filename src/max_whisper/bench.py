@@ -47,7 +47,8 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
                    help="also time the throughput mode of the max backend (streams) and of faster-whisper "
                         "(its BatchedInferencePipeline) with this many windows per batch")
     b.add_argument("--files-at-once", type=int, default=None, metavar="N",
-                   help="also time the max backend transcribing N of the files at a time (transcribe --files-at-once)")
+                   help="also time the max backend transcribing N of the files at a time (transcribe --files-at-once), "
+                        "and transformers' pipeline decoding the files' 30 s chunks N at a time across files")
     b.add_argument("--refs", type=Path, default=None,
                    help="reference transcripts, TSV with columns file and reference (default: refs.tsv "
                         "beside the first audio file, if there is one)")
@@ -76,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
         raise WhisperError("--runs must be at least 1 and --warmup at least 0")
     if args.batch_size is not None and (args.batch_size < 1 or not {"max", "faster-whisper"} & set(backends)):
         raise WhisperError("--batch-size must be at least 1 and needs the max or faster-whisper backend")
-    if args.files_at_once is not None and (args.files_at_once < 1 or "max" not in backends):
-        raise WhisperError("--files-at-once must be at least 1 and needs the max backend")
+    if args.files_at_once is not None and (args.files_at_once < 1 or not {"max", "transformers"} & set(backends)):
+        raise WhisperError("--files-at-once must be at least 1 and needs the max or transformers backend")
     audio = [p.resolve() for p in args.audio]
     for p in audio:
         if not p.is_file():
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                 modes.append({"batch_size": args.batch_size, "batching": f"{args.batch_size} windows"})
             if backend == "max" and args.files_at_once:
                 modes.append({"files_at_once": args.files_at_once, "batching": f"{args.files_at_once} files"})
+            if backend == "transformers" and args.files_at_once:
+                modes.append({"files_at_once": args.files_at_once,
+                              "batching": f"{args.files_at_once} chunks across files"})
             for mode in modes:
                 config = {"backend": backend, "device": device, "model": args.model, "audio": [str(p) for p in audio],
                           "runs": args.runs, "warmup": args.warmup, "beam_size": args.beam_size,
@@ -146,11 +150,18 @@ def _worker(config: dict) -> int:
     model = load_model(config["model"], device=config["device"], backend=config["backend"], dtype=config["dtype"],
                        compiled=config.get("compiled"), rows=decoding_rows(windows, config["beam_size"]))
     load_s = time.perf_counter() - start
-    options = {"temperature": 0.0, "beam_size": config["beam_size"]}
+    options: dict = {"temperature": 0.0}
+    if config["beam_size"]:
+        options["beam_size"] = config["beam_size"]
     if config.get("batch_size"):
         options["batch_size"] = config["batch_size"]
 
     def transcribe_all() -> list[dict]:
+        if config.get("files_at_once") and config["backend"] == "transformers":
+            from .backends.peers import TransformersModel
+
+            assert isinstance(model, TransformersModel)  # load_model's backend
+            return model.transcribe_files(audio, batch_size=config["files_at_once"], **options)
         if config.get("files_at_once"):
             from .batching import transcribe_files
             from .engine import WhisperModel

@@ -86,6 +86,11 @@ def _power_spectrum(padded: np.ndarray) -> np.ndarray:
     return power
 
 
+# The log10 mel power of a frame of zeros (the floor): what frames reading only the zero padding after a
+# recording hold, without an FFT.
+SILENT_LOG_POWER = np.log10(np.maximum(np.zeros(1, np.float32), 1e-10))[0]
+
+
 def _log_mel(power: np.ndarray, n_mels: int) -> np.ndarray:
     """log10 mel power (n_mels, n_frames) of power spectra (n_frames, N_FFT // 2 + 1), before the clamp;
     the mel product over blocks of FFT_BLOCK frames."""
@@ -138,6 +143,10 @@ class LogMelFeatures:
             audio = np.pad(audio, (0, N_FFT // 2 + 1 - audio.size))
         self.audio, self.n_mels, self.padding = audio, n_mels, padding
         self.n_frames = (audio.size + padding) // HOP_LENGTH
+        # Frames from here on read zeros only (their reflection at the end too, with a window of padding): a
+        # short file's 30 s of padding is most of its frames, and their FFTs were most of its front end.
+        sounding = -(-(audio.size + N_FFT // 2) // HOP_LENGTH)
+        self.sounding_frames = self.n_frames if padding < N_FFT else min(self.n_frames, sounding)
 
     @cached_property
     def _pass_one(self) -> tuple[float, np.ndarray | None]:
@@ -146,8 +155,11 @@ class LogMelFeatures:
         starts = range(0, self.n_frames, self.CHUNK_FRAMES)
         if self.n_frames > self.HELD_FRAMES:  # one block at a time: memory stays bounded
             return max(float(self.log_power(i, self._block(i)).max()) for i in starts), None
-        spectra = _fft_workers().map(lambda i: self._spectrum(i, self._block(i)), starts)  # all cores at once
-        held = np.concatenate([_log_mel(power, self.n_mels) for power in spectra], axis=1)
+        sounding = range(0, self.sounding_frames, self.CHUNK_FRAMES)
+        spectra = _fft_workers().map(lambda i: self._spectrum(i, self._block(i)), sounding)  # all cores at once
+        held = np.full((self.n_mels, self.n_frames), SILENT_LOG_POWER, np.float32)
+        for start, power in zip(sounding, spectra):
+            held[:, start:start + power.shape[0]] = _log_mel(power, self.n_mels)
         return float(held.max()), held
 
     def precompute(self) -> None:
@@ -156,6 +168,10 @@ class LogMelFeatures:
 
     def _block(self, start: int) -> int:
         return min(self.CHUNK_FRAMES, self.n_frames - start)
+
+    def _sounding(self, start: int, n: int) -> int:
+        """How many of frames [start, start + n) read any of the audio."""
+        return max(0, min(n, self.sounding_frames - start))
 
     def _samples(self, start: int, stop: int) -> np.ndarray:
         """Samples [start, stop) of the centred signal: the audio, then `padding` zeros, both
@@ -176,12 +192,21 @@ class LogMelFeatures:
         return out
 
     def _spectrum(self, start: int, n: int) -> np.ndarray:
-        """Power spectra of frames [start, start + n)."""
+        """Power spectra of frames [start, start + n); those reading only the padding's zeros are 0 without
+        an FFT (the block keeps its shape: the mel product's rounding can depend on it)."""
+        sounding = self._sounding(start, n)
+        if sounding < n:
+            power = np.zeros((n, N_FFT // 2 + 1), np.float32)
+            if sounding:
+                power[:sounding] = self._spectrum(start, sounding)
+            return power
         first = start * HOP_LENGTH
         return _power_spectrum(self._samples(first, first + (n - 1) * HOP_LENGTH + N_FFT))
 
     def log_power(self, start: int, n: int) -> np.ndarray:
         """log10 mel power of frames [start, start + n), before the clamp."""
+        if self._sounding(start, n) == 0:
+            return np.full((self.n_mels, n), SILENT_LOG_POWER, np.float32)
         return _log_mel(self._spectrum(start, n), self.n_mels)
 
     def window(self, start: int, n: int) -> np.ndarray:

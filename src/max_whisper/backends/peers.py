@@ -5,7 +5,7 @@
 - `reference`: openai-whisper on PyTorch, CPU or CUDA (extra `reference`);
 - `faster-whisper`: CTranslate2 through faster-whisper, the strongest CPU peer (extra `peers`);
 - `transformers`: Hugging Face transformers' chunked pipeline, every 30 s chunk of a file in one
-  batch (fp16 on CUDA), the usual batched GPU peer (extra `peers`);
+  batch, or the chunks of many files batched together (fp16 on CUDA), the usual batched GPU peer (extra `peers`);
 - `whisper.cpp`: whisper.cpp on the CPU through pywhispercpp, the weights converted to its ggml file
   (`backends.ggml`; extra `peers`).
 
@@ -258,7 +258,8 @@ def _fingerprint(ckpt: Checkpoint) -> str:
 
 class TransformersModel:
     """Hugging Face transformers' speech-recognition pipeline on our weights: audio cut into 30 s
-    chunks with 5 s strides, all chunks of a file decoded in one batch (greedy), texts merged."""
+    chunks with 5 s strides, all chunks of a file decoded in one batch (greedy), texts merged;
+    `transcribe_files` batches the chunks of several files together."""
 
     backend = "transformers"
 
@@ -323,7 +324,16 @@ class TransformersModel:
              "logprob_threshold", "no_speech_threshold", "condition_on_previous_text", "suppress_tokens", "on_progress"}
 
     def transcribe(self, audio, **options) -> dict:
-        from ..audio import SAMPLE_RATE, load_audio
+        from ..audio import SAMPLE_RATE
+
+        samples = self._samples(audio)
+        n_chunks = max(1, int(np.ceil(len(samples) / SAMPLE_RATE / 20)))  # 30 s chunks advance 20 s
+        return self.transcribe_files([samples], batch_size=n_chunks, **options)[0]
+
+    def transcribe_files(self, audios: list, batch_size: int, **options) -> list[dict]:
+        """Several files through the pipeline at once: their 30 s chunks, across files, decoded `batch_size` at
+        a time (the pipeline's own batching); a result per file, in order."""
+        from ..audio import SAMPLE_RATE
 
         unknown = set(options) - self.TAKES
         temperature = options.get("temperature", 0.0)
@@ -331,16 +341,19 @@ class TransformersModel:
             unknown.add("a first temperature above 0")
         if unknown:
             raise WhisperError(f"the transformers backend decodes greedily; it does not take {', '.join(sorted(unknown))}")
-        samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32)
-        n_chunks = max(1, int(np.ceil(len(samples) / SAMPLE_RATE / 20)))  # 30 s chunks advance 20 s
         kwargs: dict[str, Any] = {}
         if self.dims.is_multilingual:
             kwargs.update(language=options.get("language"), task=options.get("task", "transcribe"))
-        out = self.pipe({"raw": samples, "sampling_rate": SAMPLE_RATE}, batch_size=n_chunks,
-                        return_timestamps=not options.get("without_timestamps", False), generate_kwargs=kwargs)
-        segments = [{"id": i, "start": c["timestamp"][0], "end": c["timestamp"][1], "text": c["text"]}
-                    for i, c in enumerate(out.get("chunks", []))]
-        return {"text": out["text"], "segments": segments, "language": options.get("language") or "en"}
+        inputs = [{"raw": self._samples(a), "sampling_rate": SAMPLE_RATE} for a in audios]
+        outs = self.pipe(inputs, batch_size=batch_size, return_timestamps=not options.get("without_timestamps", False),
+                         generate_kwargs=kwargs)
+        return [{"text": out["text"], "language": options.get("language") or "en",
+                 "segments": [{"id": i, "start": c["timestamp"][0], "end": c["timestamp"][1], "text": c["text"]}
+                              for i, c in enumerate(out.get("chunks", []))]} for out in outs]
+
+    @staticmethod
+    def _samples(audio) -> np.ndarray:
+        return load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32)
 
     def max_graph_seconds(self) -> float:
         return 0.0
