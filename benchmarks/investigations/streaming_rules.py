@@ -1,0 +1,160 @@
+"""Which streaming rule keeps a stream's final transcript closest to the offline one: variants of
+`StreamingTranscriber` on simulated time (every recording fed `--min-chunk` at a time and decoded after each
+chunk, as a device that decodes faster than real time would), all (variant, recording) streams at once
+through one batcher.
+
+    python -m benchmarks.investigations.streaming_rules --device gpu --voices DIR [--min-chunk 0.3]
+        [--variants shipped,long_buffer,older_agreement,both] [--output OUT]
+
+Per variant and recording: WER of the final transcript, the offline transcript's WER (the transcribe defaults
+with word timestamps, as benchmarks.suite.streaming), decodes, and the algorithmic latency of each committed
+word (the audio fed when it was committed less its end; a real device adds its decode time).
+Variants:
+- shipped: StreamingOptions' defaults;
+- long_buffer: trim_s 25, max_buffer_s 28 (cut less often: more context per decode, more tokens per decode);
+- older_agreement: a word is committed when the new hypothesis agrees with the last one made from at least
+  1 s less audio (not the one just before, 0.3 s less, which sees nearly the same audio and repeats its errors);
+- older_agreement_0.6: the same with 0.6 s;
+- both: long_buffer and older_agreement;
+- lookahead_1: lookahead_s 1.0 (a word is committed only once 1 s of audio after it was decoded).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+import max_whisper as mw
+from benchmarks.common import add_model_args, command, machine, parser, write_json
+from benchmarks.suite.streaming import recordings
+from max_whisper.audio import SAMPLE_RATE
+from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
+from max_whisper.bench import word_error_rate
+from max_whisper.runtime.device import decoding_rows
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
+from max_whisper.transcribe import TranscribeOptions, transcribe_with
+
+
+class OlderAgreement(StreamingTranscriber):
+    """Agreement with the last hypothesis made from at least `gap_s` less audio."""
+
+    gap_s = 1.0
+
+    def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self._history: list[tuple[float, list[dict]]] = []  # (audio read until, hypothesis after the committed)
+
+    def update(self) -> StreamUpdate:
+        words = self._decode()
+        older = [h for t, h in self._history if t <= self._decoded_until - self.gap_s]
+        reference = self._new_after_commit(older[-1]) if older else []
+        agreed = 0
+        while agreed < min(len(words), len(reference)) and words[agreed]["word"].strip() == reference[agreed]["word"].strip():
+            agreed += 1
+        heard_until = self._decoded_until - self.streaming.lookahead_s
+        while agreed and words[agreed - 1]["end"] > heard_until:
+            agreed -= 1
+        committed = self._commit(words[:agreed])
+        self._hypothesis = words[agreed:]
+        self._history = [(t, h) for t, h in self._history if t > self._decoded_until - 3 * self.gap_s]
+        self._history.append((self._decoded_until, words))
+        committed += self._trim()
+        return StreamUpdate(committed, list(self._hypothesis))
+
+    def _new_after_commit(self, words: list[dict]) -> list[dict]:
+        """An older hypothesis without the words committed since it was made (matched by position)."""
+        if not self.committed:
+            return words
+        last_end = self.committed[-1]["end"]
+        return [w for w in words if w["start"] > last_end - 0.1]
+
+
+class OlderAgreementShort(OlderAgreement):
+    gap_s = 0.6
+
+
+VARIANTS = {
+    "shipped": (StreamingTranscriber, {}),
+    "long_buffer": (StreamingTranscriber, {"trim_s": 25.0, "max_buffer_s": 28.0}),
+    "older_agreement": (OlderAgreement, {}),
+    "older_agreement_0.6": (OlderAgreementShort, {}),
+    "both": (OlderAgreement, {"trim_s": 25.0, "max_buffer_s": 28.0}),
+    "lookahead_1": (StreamingTranscriber, {"lookahead_s": 1.0}),
+}
+
+
+def simulate(transcriber: StreamingTranscriber, audio: np.ndarray, chunk_s: float, batcher: WindowBatcher) -> dict:
+    step = round(chunk_s * SAMPLE_RATE)
+    latencies: list[float] = []
+    for first in range(0, audio.size, step):
+        transcriber.feed(audio[first:first + step])
+        now = min(audio.size, first + step) / SAMPLE_RATE
+        update = batcher.counted(transcriber.update)
+        latencies.extend(now - w["end"] for w in update.committed)
+    final = batcher.counted(transcriber.finish)
+    latencies.extend(audio.size / SAMPLE_RATE - w["end"] for w in final.committed)
+    return {"text": transcriber.text, "latencies": latencies, "decodes": transcriber.decodes}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    add_model_args(p)
+    p.add_argument("--recordings", default="lecture,garden,railway,kitchen,comet")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--min-chunk", type=float, default=0.3)
+    p.add_argument("--voices", type=Path, default=None, metavar="DIR")
+    p.add_argument("--seconds", type=float, default=None, help="each recording's first seconds only (a quick check)")
+    p.add_argument("--output", type=Path, required=True)
+    args = p.parse_args()
+    variants = args.variants.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = recordings(args.recordings.split(","), args.voices or Path(tmp))
+    if args.seconds:
+        audio = {k: (a[: round(args.seconds * SAMPLE_RATE)], ref) for k, (a, ref) in audio.items()}
+    n = len(variants) * len(audio)
+    model = mw.load_model(args.model, device=args.device, compiled=args.compiled, rows=decoding_rows(n))
+    assert isinstance(model, mw.WhisperModel)
+    offline = {name: transcribe_with(model, a, TranscribeOptions.from_kwargs(word_timestamps=True))["text"]
+               for name, (a, _) in audio.items()}
+    batcher = WindowBatcher(model, max_batch=n)
+    engine = BatchedModel(model, batcher)
+    stream_options = TranscribeOptions.from_kwargs(word_timestamps=True, temperature=0.0)
+    results: dict[tuple[str, str], dict] = {}
+
+    def one(variant: str, name: str) -> None:
+        cls, changes = VARIANTS[variant]
+        streaming = replace(StreamingOptions(min_chunk_s=args.min_chunk), **changes)
+        results[variant, name] = simulate(cls(engine, stream_options, streaming), audio[name][0], args.min_chunk, batcher)
+
+    with one_blas_thread():
+        threads = [threading.Thread(target=one, args=(v, name)) for v in variants for name in audio]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    batcher.stop()
+    rows = []
+    for v in variants:
+        for name, (_, ref) in audio.items():
+            r = results[v, name]
+            rows.append({"variant": v, "recording": name, "wer": round(word_error_rate([ref], [r["text"]])[0], 2),
+                         "offline_wer": round(word_error_rate([ref], [offline[name]])[0], 2), "decodes": r["decodes"],
+                         "median_latency_s": round(statistics.median(r["latencies"]), 3) if r["latencies"] else None,
+                         "text": r["text"]})
+        pooled = [rw for rw in rows if rw["variant"] == v]
+        refs = [audio[rw["recording"]][1] for rw in pooled]
+        print(v, "pooled WER", round(word_error_rate(refs, [rw["text"] for rw in pooled])[0], 2),
+              "offline", round(word_error_rate(refs, [offline[rw["recording"]] for rw in pooled])[0], 2),
+              [(rw["recording"], rw["wer"], rw["offline_wer"], rw["median_latency_s"]) for rw in pooled], flush=True)
+    write_json(args.output / "streaming_rules.json", {"machine": machine(), "command": command(), "model": args.model,
+                                                       "device": args.device, "min_chunk_s": args.min_chunk,
+                                                       "offline": offline, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
