@@ -191,12 +191,19 @@ def test_reference_and_hybrid_backends_through_the_cli(backend, speech, capsys):
     assert "ask not what your country can do for you" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag", [["--batch-size", "4"], ["--silence-threshold-db", "-50"], ["--vad-filter"]])
+@pytest.mark.parametrize("flag", [["--silence-threshold-db", "-50"], ["--vad-filter"]])
 def test_max_only_options_are_refused_by_other_backends(speech, capsys, flag):
     assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", "reference", *flag]) == 2
-    assert capsys.readouterr().err.strip() == ("error: --batch-size, --silence-threshold-db and "
-                                               "--vad-filter/--vad-parameters are options of the max backend, not of "
-                                               "reference")
+    assert capsys.readouterr().err.strip() == ("error: --silence-threshold-db and --vad-filter/--vad-parameters are "
+                                               "options of the max backend, not of reference")
+
+
+def test_batch_size_is_the_max_and_faster_whisper_throughput_mode(speech, capsys):
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", "reference", "--batch-size", "4"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --batch-size is the throughput mode of the max backend (and "
+                                               "faster-whisper's BatchedInferencePipeline), not of reference")
+    assert cli.main(["transcribe", str(speech / "jfk.wav"), "--backend", "faster-whisper", "--batch-size", "4"]) == 0
+    assert "ask not what your country can do for you" in capsys.readouterr().out
     reference = mw.load_model("tiny.en", backend="reference")
     with pytest.raises(WhisperError, match="--batch-size .* is an option of the max backend"):
         reference.transcribe(str(speech / "jfk.wav"), batch_size=4)

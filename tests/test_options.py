@@ -61,8 +61,9 @@ def two_windows(tmp_path_factory, speech):
 def test_condition_on_previous_text_equal(tiny, tiny_ref, two_windows, condition, monkeypatch):
     prompts = []
     decode = tiny.decode_windows
-    monkeypatch.setattr(tiny, "decode_windows",
-                        lambda mels, options, **kw: prompts.append(options.prompt) or decode(mels, options, **kw))
+    monkeypatch.setattr(tiny, "decode_windows",  # a window's prompt: its row's in `prompts`, else the options'
+                        lambda mels, options, **kw: prompts.append((kw.get("prompts") or [options.prompt])[0])
+                        or decode(mels, options, **kw))
     ours = tiny.transcribe(two_windows, condition_on_previous_text=condition)
     theirs = whisper.transcribe(tiny_ref, two_windows, fp16=False, condition_on_previous_text=condition)
     assert tokens(ours) == tokens(theirs) and len(prompts) >= 2

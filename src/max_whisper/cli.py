@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int, default=None,
                    help="throughput mode: the speech VAD finds, cut into up to N streams of at least 4 windows "
                         "(1-2 minutes), each read by the sequential loop, their windows decoded together (default: "
-                        "openai-whisper's sequential loop over the whole recording)")
+                        "openai-whisper's sequential loop over the whole recording); with --backend faster-whisper, "
+                        "its BatchedInferencePipeline with batch_size N")
     t.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
                    help="max backend: decode only the speech Silero VAD finds (faster-whisper's vad_filter); "
                         "times stay those of the recording")
@@ -458,10 +459,12 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.files_at_once > 1 and (args.backend != "max" or args.batch_size is not None):
         raise WhisperError("--files-at-once needs the max backend, and no --batch-size (each file runs the "
                            "sequential loop)")
-    if args.backend != "max" and (args.batch_size is not None or args.silence_threshold_db is not None
-                                  or args.vad_filter or args.vad_parameters):
-        raise WhisperError(f"--batch-size, --silence-threshold-db and --vad-filter/--vad-parameters are options of "
-                           f"the max backend, not of {args.backend}")
+    if args.batch_size is not None and args.backend not in ("max", "faster-whisper"):
+        raise WhisperError(f"--batch-size is the throughput mode of the max backend (and faster-whisper's "
+                           f"BatchedInferencePipeline), not of {args.backend}")
+    if args.backend != "max" and (args.silence_threshold_db is not None or args.vad_filter or args.vad_parameters):
+        raise WhisperError(f"--silence-threshold-db and --vad-filter/--vad-parameters are options of the max "
+                           f"backend, not of {args.backend}")
     if args.vad_parameters and not (args.vad_filter or args.batch_size):
         raise WhisperError("--vad-parameters needs --vad-filter (or --batch-size, which cuts on VAD regions)")
 

@@ -341,30 +341,27 @@ class Loop:
     def sequential(self, max_windows: int | None = None) -> dict:
         """openai-whisper's loop: each window after the previous text, seeking to its last complete timestamp
         (or, with word timestamps, its last word), within each of the clips; at most `max_windows` decoded."""
-        stream = Stream(self, self.clips())
-        self.streams = [stream]
-        decoded = 0
-        while (max_windows is None or decoded < max_windows) and (window := stream.next_window()) is not None:
-            seek, size = window
-            mel = pad_or_trim(self.mel.window(seek, size), N_FRAMES)
-            stream.take(seek, size, self.decode_with_fallback(mel, stream.prompt(), size))
-            decoded += 1
-        return self.result()
+        return self.read([Stream(self, self.clips())], max_windows)
 
     def batched(self, windows: list[tuple[int, int]]) -> dict:
         """The throughput mode: `windows` (first mel frame, frames: the speech cut at pauses into windows of
         at most 30 s) in `stream_count` contiguous runs, each run's audio a stream that the sequential loop
-        reads; each step decodes the next window of every stream in one batch. So a stream's windows are cut
-        and conditioned as the sequential loop cuts and conditions them, and only each stream's first window
-        lacks the text before it. A window that fails the thresholds is retried alone at the next
-        temperatures."""
+        reads, all of them stepped together. So a stream's windows are cut and conditioned as the sequential
+        loop cuts and conditions them, and only each stream's first window lacks the text before it."""
+        runs = contiguous_runs(windows, stream_count(len(windows), self.options.batch_size or 1))
+        return self.read([Stream(self, [(run[0][0], run[-1][0] + run[-1][1])], stretch=True) for run in runs])
+
+    def read(self, streams: list[Stream], max_steps: int | None = None) -> dict:
+        """Step `streams` until each has read its audio (or `max_steps` steps): a step decodes the next
+        window of every stream in one batch at the first temperature, each after its own stream's text; a
+        window that fails the thresholds is retried alone at the next temperatures."""
         options = self.options
-        runs = contiguous_runs(windows, stream_count(len(windows), options.batch_size or 1))
-        self.streams = [Stream(self, [(run[0][0], run[-1][0] + run[-1][1])], stretch=True) for run in runs]
-        while True:
-            active = [(stream, window) for stream in self.streams if (window := stream.next_window()) is not None]
+        self.streams = streams
+        steps = 0
+        while max_steps is None or steps < max_steps:
+            active = [(stream, window) for stream in streams if (window := stream.next_window()) is not None]
             if not active:
-                return self.result()
+                break
             mels = np.stack([pad_or_trim(self.mel.window(seek, size), N_FRAMES) for _, (seek, size) in active])
             prompts = [stream.prompt() for stream, _ in active]
             results = self.model.decode_windows(mels, options.window_options(options.temperature[0], None),
@@ -373,6 +370,8 @@ class Loop:
                 if options.needs_fallback(result) and len(options.temperature) > 1:
                     result = self.decode_with_fallback(mel, prompt, size, options.temperature[1:])
                 stream.take(seek, size, result)
+            steps += 1
+        return self.result()
 
     def result(self) -> dict:
         """The streams' segments in order, numbered, and their text."""
@@ -390,11 +389,11 @@ class Loop:
         return list(zip(points[::2], points[1::2]))
 
     def decode_with_fallback(self, mel: np.ndarray, prompt: list[int], frames: int,
-                             temperatures: tuple[float, ...] | None = None) -> DecodingResult:
-        """Decode one window [n_mels, 3000], `frames` of them audio, at each temperature in turn until it
-        passes the thresholds."""
+                             temperatures: tuple[float, ...]) -> DecodingResult:
+        """Decode one window [n_mels, 3000], `frames` of them audio, at each of `temperatures` in turn until
+        it passes the thresholds."""
         result = None
-        for t in temperatures or self.options.temperature:
+        for t in temperatures:
             options = self.options.window_options(t, prompt)
             result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
             if not self.options.needs_fallback(result):
