@@ -46,6 +46,17 @@ def test_padding_frames_skip_the_fft_exactly(speech, clip, held_frames, monkeypa
         assert np.array_equal(skipping.window(start, 3000), every.window(start, 3000))
 
 
+@pytest.mark.parametrize("clip", sorted(references()))
+def test_audio_already_16k_mono_pcm_is_what_the_resampler_gives(speech, clip):
+    """Frames already 16-bit mono at 16 kHz skip the resampler: the same samples as through it."""
+    through = []
+    with av.open(str(speech / clip)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        for frame in [*container.decode(container.streams.audio[0]), None]:
+            through += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+    assert np.array_equal(mw.load_audio(speech / clip), np.concatenate(through).astype(np.float32) / 32768.0)
+
+
 def test_load_audio_resamples_to_16k_mono(speech):
     audio = mw.load_audio(speech / "jfk.wav")
     assert audio.dtype == np.float32 and audio.ndim == 1

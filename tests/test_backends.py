@@ -79,6 +79,8 @@ def test_faster_whisper_throughput_mode_is_its_batched_pipeline(jfk):
     assert [(s["start"], s["end"], s["text"]) for s in result["segments"]] == [(s.start, s.end, s.text) for s in theirs]
     assert result["segments"] != model.transcribe(audio, temperature=0.0)["segments"]  # not the sequential loop
     assert result["text"].count("what your country can do for you") == 3 and result["segments"][-1]["end"] > 30
+    with pytest.raises(WhisperError, match="takes no clip_timestamps"):
+        model.transcribe(audio, temperature=0.0, batch_size=4, clip_timestamps="0,5")
 
 
 def test_transformers_backend(jfk, speech):

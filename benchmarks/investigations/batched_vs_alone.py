@@ -37,8 +37,9 @@ def log_decodes(model: WhisperModel, calls: list[list[Decode]]) -> None:
     or batched across files) to `calls`, as its windows; `del model.decode_windows` stops it."""
     decode_windows = model.decode_windows
 
-    def logged(mels: np.ndarray, options: DecodingOptions, prompts: list | None = None) -> list[DecodingResult]:
-        results = decode_windows(mels, options, prompts)
+    def logged(mels: np.ndarray, options: DecodingOptions, prompts: list | None = None,
+               frames: list[int] | None = None) -> list[DecodingResult]:
+        results = decode_windows(mels, options, prompts, frames)
         rows = [replace(options, prompt=p) for p in prompts] if prompts is not None else [options] * len(mels)
         calls.append(list(zip(mels, rows, results)))
         return results

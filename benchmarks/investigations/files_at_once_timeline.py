@@ -1,21 +1,23 @@
 """Where the time of `--files-at-once` goes: each batch the engine thread ran (when its decode started and
-ended, how many windows) and each file's host work before its first window (audio decode, log-mel), over runs of a set of files (`benchmarks.suite.many_files`).
+ended, how many windows) and each file's host work before its first window (audio decode, log-mel), over
+runs of a set of files (`benchmarks.suite.many_files`).
 
     python -m benchmarks.investigations.files_at_once_timeline --device gpu --folder DIR [--files-at-once 64]
         [--runs 3] [--output OUT]
 
 Per run: wall time; the engine thread's time decoding (the sum of its batches' decodes), between batches (from a
 batch's decode to the next one's: the loops' host work, gathering, and waiting for windows); batch sizes; the
-files' summed audio-decode and front-end (log-mel) seconds and when the last front end was done. The one-by-one
-loop over the same files is timed too, with its time inside MAX graphs, so that host time per file shows.
+files' summed audio-decode and log-mel seconds (the log-mel is computed at a file's first window) and when the
+last of them was done. The one-by-one loop over the same files is timed too, with its time inside MAX graphs,
+so that host time per file shows.
 """
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import time
 from pathlib import Path
+from functools import cached_property
 from typing import Callable
 
 import max_whisper as mw
@@ -23,6 +25,7 @@ from benchmarks.common import add_model_args, add_output_arg, command, machine, 
 from max_whisper import batching
 from max_whisper.audio import SAMPLE_RATE, load_audio
 from max_whisper.batching import WindowBatcher, transcribe_files
+from max_whisper.features import LogMelFeatures
 from max_whisper.runtime.device import decoding_rows
 from max_whisper.transcribe import TranscribeOptions
 
@@ -54,8 +57,10 @@ class Timeline:
 
         WindowBatcher._run = run  # type: ignore[method-assign]
         batching.load_audio = timed(batching.load_audio, "audio")  # type: ignore[assignment]
-        loop = importlib.import_module("max_whisper.transcribe")  # the module (the package exports a function so named)
-        loop.front_end = timed(loop.front_end, "log-mel")
+        pass_one = LogMelFeatures.__dict__["_pass_one"]  # the log-mel, computed at a file's first window
+        timed_pass = cached_property(timed(pass_one.func, "log-mel"))
+        timed_pass.__set_name__(LogMelFeatures, "_pass_one")
+        LogMelFeatures._pass_one = timed_pass  # type: ignore[assignment]
 
     def clear(self) -> None:
         self.batches.clear()
@@ -73,7 +78,7 @@ class Timeline:
                 "batch_decode_ms": [round(1000 * (e - s)) for s, e, _ in self.batches],
                 "gap_before_ms": [0] + [round(1000 * g) for g in gaps],
                 "audio_decode_s": round(sum(e - s for s, e, w in self.front if w == "audio"), 3),
-                "front_end_s": round(sum(e - s for s, e, w in self.front if w == "log-mel"), 3),
+                "log_mel_s": round(sum(e - s for s, e, w in self.front if w == "log-mel"), 3),
                 "last_front_end_done_s": round(max(e for _, e, _ in self.front) - start, 3) if self.front else None}
 
 

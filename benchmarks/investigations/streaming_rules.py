@@ -4,7 +4,7 @@ chunk, as a device that decodes faster than real time would), all (variant, reco
 through one batcher.
 
     python -m benchmarks.investigations.streaming_rules --device gpu --voices DIR [--min-chunk 0.3]
-        [--variants shipped,long_buffer,older_agreement,both] [--output OUT]
+        [--variants shipped,long_buffer,older_agreement,older_agreement_0.6,both,lookahead_1] --output OUT
 
 Per variant and recording: WER of the final transcript, the offline transcript's WER (the transcribe defaults
 with word timestamps, as benchmarks.suite.streaming), decodes, and the algorithmic latency of each committed
@@ -67,7 +67,8 @@ class OlderAgreement(StreamingTranscriber):
         return StreamUpdate(committed, list(self._hypothesis))
 
     def _new_after_commit(self, words: list[dict]) -> list[dict]:
-        """An older hypothesis without the words committed since it was made (matched by position)."""
+        """An older hypothesis without the words committed since it was made (those ending before the last
+        committed word's end, less 0.1 s)."""
         if not self.committed:
             return words
         last_end = self.committed[-1]["end"]
@@ -138,23 +139,24 @@ def main() -> None:
         for t in threads:
             t.join()
     batcher.stop()
-    rows = []
+    rows, pooled = [], {}
     for v in variants:
+        mine = []
         for name, (_, ref) in audio.items():
             r = results[v, name]
-            rows.append({"variant": v, "recording": name, "wer": round(word_error_rate([ref], [r["text"]])[0], 2),
+            mine.append({"variant": v, "recording": name, "wer": round(word_error_rate([ref], [r["text"]])[0], 2),
                          "offline_wer": round(word_error_rate([ref], [offline[name]])[0], 2), "decodes": r["decodes"],
                          "median_latency_s": round(statistics.median(r["latencies"]), 3) if r["latencies"] else None,
                          "text": r["text"]})
-        pooled = [rw for rw in rows if rw["variant"] == v]
-        refs = [audio[rw["recording"]][1] for rw in pooled]
-        print(v, "pooled WER", round(word_error_rate(refs, [rw["text"] for rw in pooled])[0], 2),
-              "offline", round(word_error_rate(refs, [offline[rw["recording"]] for rw in pooled])[0], 2),
-              [(rw["recording"], rw["wer"], rw["offline_wer"], rw["median_latency_s"]) for rw in pooled], flush=True)
+        refs = [audio[rw["recording"]][1] for rw in mine]
+        pooled[v] = {"wer": round(word_error_rate(refs, [rw["text"] for rw in mine])[0], 2),
+                     "offline_wer": round(word_error_rate(refs, [offline[rw["recording"]] for rw in mine])[0], 2)}
+        rows += mine
+        print(v, "pooled", pooled[v], [(rw["recording"], rw["wer"], rw["offline_wer"], rw["median_latency_s"])
+                                       for rw in mine], flush=True)
     write_json(args.output / "streaming_rules.json", {"machine": machine(), "command": command(), "model": args.model,
                                                        "device": args.device, "min_chunk_s": args.min_chunk,
-                                                       "offline": offline, "rows": rows})
-
+                                                       "offline": offline, "pooled": pooled, "rows": rows})
 
 if __name__ == "__main__":
     main()

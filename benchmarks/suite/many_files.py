@@ -6,11 +6,11 @@ own.
     max-whisper bench DIR/*.wav --backends reference,transformers,max --devices gpu --files-at-once 64 --runs 3
 
 The distinct recordings: the 8 short clips of tests/speech (1-11 s, real speech), 12 espeak-ng clips of
-10-30 s (runs of whole sentences from benchmarks/suite/longform_texts, each text in a voice and speed of
-its own, other than the long reading's), and 5 long ones (tests/speech/lecture.flac and the four texts read
-whole, as in longform_wer: 96-125 s). The set: each long recording once, and the short ones in turn until
---files, every file a copy after its own 0-990 ms of silence at its own gain (0.5-1.0), so no two files
-are the same samples. With 64 files: 59 short and 5 long, about 1100 s of audio. refs.tsv beside the files
+8-22 s (runs of 2, 3 and 4 whole sentences from benchmarks/suite/longform_texts, each text in a voice and speed
+of its own, other than the long reading's), and 5 long ones (tests/speech/lecture.flac and the four texts read
+whole, as in longform_wer: 86-125 s). The set: each long recording once, and the short ones in turn until
+--files, every file a copy after its own silence (under 1 s) at its own gain (0.5-1.0), so no two files
+are the same samples. With 64 files: 59 short and 5 long, 1211.7 s of audio. refs.tsv beside the files
 holds each one's reference text (bench reads it for WER).
 
 espeak-ng's recordings are made into --voices (default: DIR/voices) unless they are there already (NAME.flac
@@ -74,7 +74,7 @@ def make_set(folder: Path, n_files: int, voices: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rows, paths = [], []
     for i, (name, audio, text) in enumerate(chosen):
-        silence = np.zeros(int((i * 0.137) % 1.0 * SAMPLE_RATE), np.float32)  # 0-990 ms, a different one per file
+        silence = np.zeros(int((i * 0.137) % 1.0 * SAMPLE_RATE), np.float32)  # under 1 s, a different one per file
         gain = 0.5 + 0.5 * ((i * 0.311) % 1.0)
         path = folder / f"f{i:03d}_{name}.wav"
         write_wav(path, np.concatenate([silence, gain * audio]))

@@ -41,9 +41,12 @@ def decode_audio(source: str | BinaryIO, name: str, sr: int = SAMPLE_RATE) -> np
                 raise WhisperError(f"{name}: no audio stream in this file")
             stream = container.streams.audio[0]
             resampler = av.AudioResampler(format="s16", layout="mono", rate=sr)
+            as_is = True  # frames already 16-bit mono at `sr` pass as they are, until one does not (from then
+            # on all go through the resampler, which may hold samples back: their order is kept)
             for frame in container.decode(stream):
-                if frame.format.name == "s16" and len(frame.layout.channels) == 1 and frame.sample_rate == sr:
-                    chunks.append(frame.to_ndarray().reshape(-1))  # already what the resampler would give
+                as_is = as_is and frame.format.name == "s16" and len(frame.layout.channels) == 1 and frame.sample_rate == sr
+                if as_is:
+                    chunks.append(frame.to_ndarray().reshape(-1))
                     continue
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))

@@ -159,6 +159,9 @@ class FasterWhisperModel:
                       patience=kwargs.get("patience") or 1, length_penalty=kwargs.get("length_penalty") or 1,
                       temperature=list(temperature) if isinstance(temperature, (tuple, list)) else temperature,
                       suppress_tokens=[int(t) for t in suppress.split(",")] if isinstance(suppress, str) else suppress)
+        if batch_size is not None and kwargs.get("clip_timestamps") not in (None, "0", [0], [0.0], (0.0,)):
+            raise WhisperError("faster-whisper's batched pipeline (batch_size) cuts the audio by its VAD: it takes "
+                               "no clip_timestamps")
         if batch_size is None:
             segments, info = self.model.transcribe(audio, vad_filter=False, **kwargs)
         else:  # its throughput mode: BatchedInferencePipeline, at its own defaults (Silero VAD chunks) but these
@@ -326,6 +329,7 @@ class TransformersModel:
     def transcribe(self, audio, **options) -> dict:
         from ..audio import SAMPLE_RATE
 
+        self._generate_kwargs(options)  # an option it does not take is refused before the audio is read
         samples = self._samples(audio)
         n_chunks = max(1, int(np.ceil(len(samples) / SAMPLE_RATE / 20)))  # 30 s chunks advance 20 s
         return self.transcribe_files([samples], batch_size=n_chunks, **options)[0]
@@ -335,21 +339,24 @@ class TransformersModel:
         a time (the pipeline's own batching); a result per file, in order."""
         from ..audio import SAMPLE_RATE
 
-        unknown = set(options) - self.TAKES
-        temperature = options.get("temperature", 0.0)
-        if (temperature[0] if isinstance(temperature, (tuple, list)) else temperature) != 0:
-            unknown.add("a first temperature above 0")
-        if unknown:
-            raise WhisperError(f"the transformers backend decodes greedily; it does not take {', '.join(sorted(unknown))}")
-        kwargs: dict[str, Any] = {}
-        if self.dims.is_multilingual:
-            kwargs.update(language=options.get("language"), task=options.get("task", "transcribe"))
+        kwargs = self._generate_kwargs(options)
         inputs = [{"raw": self._samples(a), "sampling_rate": SAMPLE_RATE} for a in audios]
         outs = self.pipe(inputs, batch_size=batch_size, return_timestamps=not options.get("without_timestamps", False),
                          generate_kwargs=kwargs)
         return [{"text": out["text"], "language": options.get("language") or "en",
                  "segments": [{"id": i, "start": c["timestamp"][0], "end": c["timestamp"][1], "text": c["text"]}
                               for i, c in enumerate(out.get("chunks", []))]} for out in outs]
+
+    def _generate_kwargs(self, options: dict) -> dict[str, Any]:
+        unknown = set(options) - self.TAKES
+        temperature = options.get("temperature", 0.0)
+        if (temperature[0] if isinstance(temperature, (tuple, list)) else temperature) != 0:
+            unknown.add("a first temperature above 0")
+        if unknown:
+            raise WhisperError(f"the transformers backend decodes greedily; it does not take {', '.join(sorted(unknown))}")
+        if self.dims.is_multilingual:
+            return {"language": options.get("language"), "task": options.get("task", "transcribe")}
+        return {}
 
     @staticmethod
     def _samples(audio) -> np.ndarray:
