@@ -261,7 +261,7 @@ def _fingerprint(ckpt: Checkpoint) -> str:
 
 class TransformersModel:
     """Hugging Face transformers' speech-recognition pipeline on our weights: audio cut into 30 s
-    chunks with 5 s strides, all chunks of a file decoded in one batch (greedy), texts merged;
+    chunks with 5 s strides, all chunks of a file decoded in one batch (greedy: one beam), texts merged;
     `transcribe_files` batches the chunks of several files together."""
 
     backend = "transformers"
@@ -354,9 +354,11 @@ class TransformersModel:
             unknown.add("a first temperature above 0")
         if unknown:
             raise WhisperError(f"the transformers backend decodes greedily; it does not take {', '.join(sorted(unknown))}")
+        # num_beams given: the speech-recognition pipeline otherwise decodes with 5 beams (its own default)
+        kwargs: dict[str, Any] = {"num_beams": 1}
         if self.dims.is_multilingual:
-            return {"language": options.get("language"), "task": options.get("task", "transcribe")}
-        return {}
+            kwargs.update(language=options.get("language"), task=options.get("task", "transcribe"))
+        return kwargs
 
     @staticmethod
     def _samples(audio) -> np.ndarray:
