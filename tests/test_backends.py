@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -132,6 +135,36 @@ def test_bench_report_has_every_column(speech, tmp_path, capsys):
     assert rows["max"]["wer_percent"] < 10.0  # refs.tsv beside the audio was found
     assert len(rows["max"]["walls_s"]) == 2 and rows["max"]["peak_rss_mib"] > 100
     assert (out / "bench.png").stat().st_size > 10_000 and (out / "bench.md").read_text() in table
+
+
+def test_bench_writes_each_row_as_it_is_done(speech, tmp_path):
+    """A bench stopped after its first backend keeps that backend's row in bench.json and bench.md."""
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "max_whisper.cli", "bench", str(speech / "jfk.wav"), "--backends",
+                             "max,reference", "--runs", "1", "--warmup", "0", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "bench.md").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        running = proc.poll() is None  # the reference backend still to come
+        time.sleep(0.5)  # bench.md is written after bench.json
+        rows = json.loads((out / "bench.json").read_text())["rows"]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert running and [r["backend"] for r in rows] == ["max"] and rows[0]["texts"]
+    assert "| max |" in (out / "bench.md").read_text()
+
+
+def test_bench_compares_with_the_cpu_reference_in_any_order(speech, tmp_path, capsys):
+    """The CPU reference's row after the others: every row still gets its speedup over it."""
+    out = tmp_path / "results"
+    assert cli.main(["bench", str(speech / "jfk.wav"), "--backends", "max,reference", "--runs", "1", "--warmup", "0",
+                     "--output", str(out)]) == 0, capsys.readouterr().err
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [r["backend"] for r in rows] == ["max", "reference"] and rows[1]["speedup_vs_cpu_reference"] == 1.0
+    assert rows[0]["speedup_vs_cpu_reference"] > 0 and isinstance(rows[0]["same_text_as_cpu_reference"], bool)
 
 
 def test_bench_gpu_without_gpu_fails_clearly(speech, capsys, monkeypatch):

@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     refs = _load_refs(args.refs or audio[0].parent / "refs.tsv", audio, explicit=args.refs is not None)
     compiled = [str(d) for d in args.compiled] if args.compiled else None
 
-    rows = []
+    rows: list[dict] = []
+    args.output.mkdir(parents=True, exist_ok=True)
     for device in devices:
         for backend, dtype in chosen:
             modes: list[dict] = [{}]
@@ -104,15 +105,21 @@ def run(args: argparse.Namespace) -> int:
                           "compiled": compiled if backend == "max" else None, "batching": None, **mode}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
+                _write(_report(rows, refs, audio, args), args.output)  # the rows so far outlive a stopped run
     report = _report(rows, refs, audio, args)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (args.output / "bench.md").write_text(table)
+    table = _write(report, args.output)
     _chart(report, args.output / "bench.png")
     print(table)
     failed = [r for r in rows if r.get("error")]
     return 1 if failed else 0
+
+
+def _write(report: dict, output: Path) -> str:
+    """bench.json and bench.md of `report`; returns the Markdown table."""
+    (output / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (output / "bench.md").write_text(table)
+    return table
 
 
 def _default_dtype(backend: str, device: str, gpu_dtype: str) -> str:
@@ -273,10 +280,12 @@ def _report(rows: list[dict], refs: dict[str, str], audio: list[Path], args) -> 
         r["realtime_x"] = r["audio_s"] / r["median_s"]
         r["max_graph_median_s"] = statistics.median(r["max_graph_s"])
         r["other_median_s"] = r["median_s"] - r["max_graph_median_s"]
-        r["speedup_vs_cpu_reference"] = baseline["median_s"] / r["median_s"] if baseline else None
-        r["same_text_as_cpu_reference"] = r["texts"] == baseline["texts"] if baseline else None
         if all(p.name in refs for p in audio):
             r["wer_percent"], normalizer = word_error_rate([refs[p.name] for p in audio], r["texts"])
+    for r in rows:  # against the CPU reference, whichever row it is
+        if not r.get("error"):
+            r["speedup_vs_cpu_reference"] = baseline["median_s"] / r["median_s"] if baseline else None
+            r["same_text_as_cpu_reference"] = r["texts"] == baseline["texts"] if baseline else None
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
