@@ -36,7 +36,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -49,22 +49,15 @@ class OlderAgreement(StreamingTranscriber):
         super().__init__(*args, **kwargs)
         self._history: list[tuple[float, list[dict]]] = []  # (audio read until, hypothesis after the committed)
 
-    def update(self) -> StreamUpdate:
-        words = self._decode()
-        older = [h for t, h in self._history if t <= self._decoded_until - self.gap_s]
-        reference = self._new_after_commit(older[-1]) if older else []
-        agreed = 0
-        while agreed < min(len(words), len(reference)) and words[agreed]["word"].strip() == reference[agreed]["word"].strip():
-            agreed += 1
-        heard_until = self._decoded_until - self.streaming.lookahead_s
-        while agreed and words[agreed - 1]["end"] > heard_until:
-            agreed -= 1
-        committed = self._commit(words[:agreed])
-        self._hypothesis = words[agreed:]
+    def _decode(self) -> list[dict]:
+        words = super()._decode()
         self._history = [(t, h) for t, h in self._history if t > self._decoded_until - 3 * self.gap_s]
         self._history.append((self._decoded_until, words))
-        committed += self._trim()
-        return StreamUpdate(committed, list(self._hypothesis))
+        return words
+
+    def _agreement_reference(self) -> list[dict]:
+        older = [h for t, h in self._history if t <= self._decoded_until - self.gap_s]
+        return self._new_after_commit(older[-1]) if older else []
 
     def _new_after_commit(self, words: list[dict]) -> list[dict]:
         """An older hypothesis without the words committed since it was made (those ending before the last

@@ -150,9 +150,9 @@ class StreamingTranscriber:
         """Decode the buffer (at most one window of it) and commit the words this decode and the previous
         one agree on, up to `lookahead_s` before the end of the audio decoded."""
         words = self._decode()
+        reference = self._agreement_reference()
         agreed = 0
-        while (agreed < min(len(words), len(self._hypothesis))
-               and _key(words[agreed]) == _key(self._hypothesis[agreed])):
+        while agreed < min(len(words), len(reference)) and _key(words[agreed]) == _key(reference[agreed]):
             agreed += 1
         heard_until = self._decoded_until - self.streaming.lookahead_s
         while agreed and words[agreed - 1]["end"] > heard_until:
@@ -161,6 +161,10 @@ class StreamingTranscriber:
         self._hypothesis = words[agreed:]
         committed += self._trim()
         return StreamUpdate(committed, list(self._hypothesis))
+
+    def _agreement_reference(self) -> list[dict]:
+        """The words a new decode must agree with to commit them: the previous decode's after the committed."""
+        return self._hypothesis
 
     def finish(self) -> StreamUpdate:
         """The end of the stream: what is left is decoded (one window at a time) and committed."""
