@@ -46,6 +46,38 @@ def test_padding_frames_skip_the_fft_exactly(speech, clip, held_frames, monkeypa
         assert np.array_equal(skipping.window(start, 3000), every.window(start, 3000))
 
 
+@pytest.mark.parametrize("samples", [201, 401, 16_037])
+@pytest.mark.parametrize("padding", [0, 100, mw.audio.N_SAMPLES])
+def test_log_mel_of_short_signals_reflects_as_openai(samples, padding):
+    """Frames within half a window of either end read the signal's mirror image (torch.stft's centring),
+    zeros where it mirrors into the padding."""
+    audio = (np.random.default_rng(samples).standard_normal(samples) * 0.1).astype(np.float32)
+    ours = mw.log_mel_spectrogram(audio, padding=padding)
+    theirs = whisper.log_mel_spectrogram(torch.from_numpy(audio), padding=padding).numpy()
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-4
+
+
+@pytest.mark.parametrize("samples", [0, 319, 320, 4_321, 480_000])
+def test_loudest_frame_db_pads_the_last_frame_with_zeros(samples):
+    from max_whisper.transcribe import SILENCE_FRAME, loudest_frame_db
+
+    audio = np.random.default_rng(samples).uniform(-0.5, 0.5, samples).astype(np.float32)
+    audio[-7:] = 0.9  # the loudest samples in the last, shorter frame
+    chunk = np.pad(audio.astype(np.float64), (0, -samples % SILENCE_FRAME)).reshape(-1, SILENCE_FRAME)
+    expected = 20 * np.log10(np.sqrt((chunk ** 2).mean(axis=1).max())) if samples else -np.inf
+    assert loudest_frame_db(audio, 0, 3000) == expected
+
+
+def test_pad_or_trim_along_either_axis():
+    a = np.arange(24, dtype=np.float32).reshape(4, 6)
+    assert np.array_equal(mw.pad_or_trim(a, 9), np.pad(a, [(0, 0), (0, 3)]))
+    assert np.array_equal(mw.pad_or_trim(a, 7, axis=0), np.pad(a, [(0, 3), (0, 0)]))
+    assert np.array_equal(mw.pad_or_trim(a, 2, axis=0), a[:2])
+    assert np.array_equal(mw.pad_or_trim(a, 4), a[:, :4])
+    assert mw.pad_or_trim(a, 9).dtype == np.float32
+
+
 @pytest.mark.parametrize("clip", sorted(references()))
 def test_audio_already_16k_mono_pcm_is_what_the_resampler_gives(speech, clip):
     """Frames already 16-bit mono at 16 kHz skip the resampler: the same samples as through it."""

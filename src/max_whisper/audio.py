@@ -71,7 +71,9 @@ def pad_or_trim(array: np.ndarray, length: int = N_SAMPLES, axis: int = -1) -> n
     if array.shape[axis] > length:
         array = np.take(array, np.arange(length), axis=axis)
     elif array.shape[axis] < length:
-        widths = [(0, 0)] * array.ndim
-        widths[axis] = (0, length - array.shape[axis])
-        array = np.pad(array, widths)
+        shape = list(array.shape)
+        shape[axis] = length
+        padded = np.zeros(shape, array.dtype)  # np.pad's general path took 3x as long for a window
+        padded[(slice(None),) * (axis % array.ndim) + (slice(0, array.shape[axis]),)] = array
+        array = padded
     return array

@@ -109,7 +109,10 @@ def _fft_workers() -> ThreadPoolExecutor:
 
 def _log_scale(log_spec: np.ndarray, log_max: float) -> np.ndarray:
     """Clamp to 8 decades under the file's loudest bin, then scale to about [-1, 1]."""
-    return ((np.maximum(log_spec, log_max - 8.0) + 4.0) / 4.0).astype(np.float32)
+    scaled = np.maximum(log_spec, np.float32(log_max - 8.0), dtype=np.float32)  # one array, changed in place
+    scaled += 4.0
+    scaled /= 4.0
+    return scaled
 
 
 def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -> np.ndarray:
@@ -178,17 +181,17 @@ class LogMelFeatures:
         ends reflect-padded by half a window (torch.stft's center=True)."""
         length = self.audio.size + self.padding
         first, last = start - N_FFT // 2, stop - N_FFT // 2  # positions in the unpadded signal
-        if first >= 0 and last <= length:  # away from both ends: a plain slice (no reflection)
-            out = np.zeros(stop - start, dtype=np.float32)
-            audio = self.audio[first:min(last, self.audio.size)]
-            out[:audio.size] = audio
-            return out
-        idx = np.arange(start, stop) - N_FFT // 2
-        idx = np.where(idx < 0, -idx, idx)
-        idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
         out = np.zeros(stop - start, dtype=np.float32)
-        inside = idx < self.audio.size
-        out[inside] = self.audio[idx[inside]]
+        lo, hi = max(first, 0), min(last, self.audio.size)
+        if hi > lo:
+            out[lo - first:hi - first] = self.audio[lo:hi]
+        # Positions before the start or past the end (at most half a window each) read their mirror image.
+        for lo, hi in ((first, min(last, 0)), (max(first, length), last)):
+            if hi > lo:
+                at = np.arange(lo, hi)
+                mirror = np.where(at < 0, -at, 2 * (length - 1) - at)
+                inside = mirror < self.audio.size  # else it mirrors into the padding's zeros
+                out[at[inside] - first] = self.audio[mirror[inside]]
         return out
 
     def _spectrum(self, start: int, n: int) -> np.ndarray:

@@ -633,9 +633,12 @@ def _is_anomaly(segment: dict | None, punctuation: str) -> bool:
 
 def loudest_frame_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
     """RMS level in dBFS of the loudest 20 ms frame of the samples behind mel frames [seek, seek + n_frames)."""
-    chunk = audio[seek * HOP_LENGTH: (seek + n_frames) * HOP_LENGTH].astype(np.float64)
-    if chunk.size == 0:
+    power = np.square(audio[seek * HOP_LENGTH: (seek + n_frames) * HOP_LENGTH], dtype=np.float64)
+    if power.size == 0:
         return -np.inf
-    chunk = np.pad(chunk, (0, -chunk.size % SILENCE_FRAME))
-    peak = float(np.sqrt(np.square(chunk).reshape(-1, SILENCE_FRAME).mean(axis=1).max()))
+    whole = power.size - power.size % SILENCE_FRAME  # a last, shorter frame is read as if padded with zeros
+    means = [power[:whole].reshape(-1, SILENCE_FRAME).mean(axis=1).max()] if whole else []
+    if whole < power.size:
+        means.append(pad_or_trim(power[whole:], SILENCE_FRAME).mean())
+    peak = float(np.sqrt(max(means)))
     return 20 * np.log10(peak) if peak > 0 else -np.inf
