@@ -29,7 +29,8 @@ from pathlib import Path
 
 from max_whisper.runtime.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, SHIPPED, cpu_target
 
-# The graphs of an architecture's set: what a GPU run loads (the word-timestamp alignment compiles on use).
+# The graphs of an architecture's set: what a GPU run loads in 16 bits (the word-timestamp alignment compiles
+# on use; float32 models also run `decoder_step_rows` for a few rows).
 ARCHITECTURE_GRAPHS = ["encoder", "cross_kv_for_steps", "decoder", "decoder_step", "reorder"]
 
 

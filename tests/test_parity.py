@@ -151,3 +151,14 @@ def test_recorded_batches_come_in_few_sizes():
     sizes = [mw.runtime.decoders.recorded_batch(b) for b in range(1, 65)]
     assert set(sizes) == {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}
     assert all(b <= size < 1.5 * b + 1 for b, size in enumerate(sizes, start=1))
+
+
+def test_a_few_rows_run_the_row_form_step_graph(tiny_step):
+    """One row runs the matrix products' step graph; 2 to 64 rows the row form's (both give each row's tokens
+    as decoded alone: the batch tests above run on both)."""
+    decoder = tiny_step.decoder
+    assert decoder.step_graph(1) is decoder.decoder_step
+    rows = decoder.step_graph(2)
+    assert rows is not decoder.decoder_step and tiny_step.session.sources["decoder_step_rows"]
+    assert decoder.step_graph(64) is rows and decoder.step_graph(96) is decoder.decoder_step
+    assert decoder.step_graphs() == [decoder.decoder_step, rows]

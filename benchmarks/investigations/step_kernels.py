@@ -1,9 +1,11 @@
 """The GPU kernels of the engine's recorded decoder call (STEPS_PER_CALL greedy steps), from CUPTI
 through torch.profiler (torch sees the kernels MAX launches in the same process).
 
-    python -m benchmarks.investigations.step_kernels [--calls 20] [--batch 1]
+    python -m benchmarks.investigations.step_kernels [--calls 20] [--batch 1] [--graph decoder_step_rows]
 
-Prints the kernels by total GPU time, with counts per call.
+Prints the tokens the call chose for its first row (the same whichever step graph runs them), then the kernels
+by total GPU time, with counts per call. `--graph`: the step graph to run (by default the one the engine
+takes for that batch size).
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ def main() -> None:
     add_model_args(p, devices=("gpu",))
     p.add_argument("--calls", type=int, default=20)
     p.add_argument("--batch", type=int, default=1, help="rows decoded together")
+    p.add_argument("--graph", choices=("decoder_step", "decoder_step_rows"), default=None)
     args = p.parse_args()
     torch.cuda.init()
     model = load(args)
+    if args.graph is not None:
+        graph = model.session.load(args.graph)
+        model.decoder.step_graph = lambda batch: graph  # type: ignore[attr-defined]
     tok = model.tokenizer()
     mel = first_window(load_audio(sample_path()), model.dims.n_mels)
     run = model.decoder.start(model.embed_audio(np.repeat(mel[None], args.batch, axis=0)), np.arange(args.batch))
@@ -35,11 +41,12 @@ def main() -> None:
                                last_ts=-1)
     tokens = np.full((args.batch, 1), tok.encode(" And")[0])
 
-    def call() -> None:
+    def call() -> list:
         run.offset = 3  # every call runs its steps from position 3
-        run.greedy(tokens, rule_state)
+        return run.greedy(tokens, rule_state)
 
-    for _ in range(3):  # records the call
+    print("first row's tokens:", [int(t[0]) for t, _ in call()])
+    for _ in range(2):  # records the call
         call()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(args.calls):

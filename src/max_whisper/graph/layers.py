@@ -32,15 +32,15 @@ class GraphWeights:
         return {name: self.state[name] for name in self.used}
 
 
-def linear(w: GraphWeights, name: str, x: TensorValue, bias: bool = True, one_row: bool = False) -> TensorValue:
-    """x @ weight^T + bias; `one_row`: x holds a single row (see `row_product`)."""
+def linear(w: GraphWeights, name: str, x: TensorValue, bias: bool = True, row_form: bool = False) -> TensorValue:
+    """x @ weight^T + bias; `row_form`: in `row_product`'s form (x of one row, or of a few on a GPU)."""
     weight = w(f"{name}.weight")
-    y = row_product(x, weight) if one_row else x @ ops.transpose(weight, 0, 1)
+    y = row_product(x, weight) if row_form else x @ ops.transpose(weight, 0, 1)
     return y + w(f"{name}.bias") if bias else y
 
 
 def row_product(x: TensorValue, weight: TensorValue) -> TensorValue:
-    """x [..., in] @ weight [out, in]^T for an x of one row.
+    """x [..., in] @ weight [out, in]^T for an x of one row (or of a few rows on a GPU: `decoder_step_rows`).
 
     On MAX 26.7's CPU a broadcast multiply and a sum over `in` reads the checkpoint's [out, in] matrix at
     memory speed where the matmul is slower: the 51864-token vocabulary 4.6 -> 2.0 ms, 16 384x384 matrices
@@ -56,8 +56,8 @@ def layer_norm(w: GraphWeights, name: str, x: TensorValue) -> TensorValue:
     return ops.layer_norm(x, w(f"{name}.weight"), w(f"{name}.bias"), LN_EPS)
 
 
-def mlp(w: GraphWeights, name: str, x: TensorValue, one_row: bool = False) -> TensorValue:
-    return linear(w, f"{name}.mlp.2", ops.gelu(linear(w, f"{name}.mlp.0", x, one_row=one_row)), one_row=one_row)
+def mlp(w: GraphWeights, name: str, x: TensorValue, row_form: bool = False) -> TensorValue:
+    return linear(w, f"{name}.mlp.2", ops.gelu(linear(w, f"{name}.mlp.0", x, row_form=row_form)), row_form=row_form)
 
 
 def split_heads(x: TensorValue, n_head: int) -> TensorValue:

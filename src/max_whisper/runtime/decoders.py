@@ -6,7 +6,8 @@
   graph, whose products read each weight matrix once at memory speed;
 - `RecordedStepsDecoder` (a GPU's default): greedy steps `STEPS_PER_CALL` at a time in a graph recorded
   once per batch size and replayed, the token choice and its rules in the graph; it holds rows of
-  different initial lengths, each at its own position.
+  different initial lengths, each at its own position. Float32 models take a few rows at a time
+  (`ROW_FORM_BATCHES`) in the graph whose products are in the row form (`decoder_step_rows`).
 
 Each `start` makes a run (the decoding layer's `Inference`) over cross-attention keys and values of the
 rows' audio features and an empty self-attention cache; the decoding rules call nothing else.
@@ -79,8 +80,15 @@ class RowDecoder(CachedDecoder):
         return "decoder", self.decoder
 
 
+# Recorded batch sizes whose steps run `decoder_step_rows` in float32. On an H200 (tiny.en) MAX's products
+# for more than one row run GEMM kernels, 4x its GEMV kernels' time for one; in the row form a step's kernels
+# took 782 against 1163 us at 5 rows, 1269 against 1578 at 16, 3579 against 3736 at 64, and 64 files at
+# once 1.38 against 1.65 s (docs/measurements.md, "Few rows in the row form"). Not measured past 64 rows.
+ROW_FORM_BATCHES = range(2, 65)
+
+
 class RecordedStepsDecoder(CachedDecoder):
-    """Greedy steps in the recorded step graph, on fixed buffers per batch size (`StepSlot`)."""
+    """Greedy steps in the recorded step graphs, on fixed buffers per batch size (`StepSlot`)."""
 
     keeps_ragged_rows = True
     cross_kv_graph = "cross_kv_for_steps"
@@ -88,7 +96,21 @@ class RecordedStepsDecoder(CachedDecoder):
     def __init__(self, session: GraphSession):
         super().__init__(session)
         self.decoder_step = session.load("decoder_step")
+        self._decoder_step_rows: Model | None = None
         self._slots: dict[int, StepSlot] = {}
+
+    def step_graphs(self) -> list[Model]:
+        """Every step graph this model's batch sizes can run (to compile them all ahead of time)."""
+        return list({id(m): m for m in (self.step_graph(1), self.step_graph(ROW_FORM_BATCHES[0]))}.values())
+
+    def step_graph(self, batch: int) -> Model:
+        """The step graph `batch` rows run in: the row form's for a few rows of a float32 model (loaded on
+        first use), else the matrix products'."""
+        if batch not in ROW_FORM_BATCHES or self.session.dtype != DType.float32:
+            return self.decoder_step
+        if self._decoder_step_rows is None:
+            self._decoder_step_rows = self.session.load("decoder_step_rows")
+        return self._decoder_step_rows
 
     def start(self, features: driver.Buffer, rows: np.ndarray, suppressed: tuple[int, ...] = ()) -> RecordedRun:
         s = self.session
@@ -258,7 +280,7 @@ class StepSlot:
                  cross_v_t: driver.Buffer):
         s = decoder.session
         dims, dev = s.dims, s.device
-        self.session, self.model, self.batch = s, decoder.decoder_step, batch
+        self.session, self.model, self.batch = s, decoder.step_graph(batch), batch
         self.inputs = driver.Buffer(DType.int64, (batch, len(STEP_INPUT)), dev)
         self.suppress = driver.Buffer(DType.float32, (dims.n_vocab,), dev)
         self.cross_k = driver.Buffer(s.dtype, tuple(cross_k.shape), dev)
