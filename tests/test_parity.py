@@ -124,18 +124,24 @@ def test_step_graph_batch_and_longform_equal(tiny, tiny_step, speech):
     assert [s["tokens"] for s in ours["segments"]] == [s["tokens"] for s in theirs["segments"]]
 
 
-def test_step_graph_decodes_rows_of_different_prompts_together(tiny, tiny_step, speech):
+@pytest.mark.parametrize("graph", ["decoder_step_rows", "decoder_step"])
+def test_step_graph_decodes_rows_of_different_prompts_together(tiny, tiny_step, speech, graph, monkeypatch):
     """Windows of different recordings share one batch, each after its own previous text (prompts of
-    different lengths, one of them the longest kept): every row as decoded alone."""
+    different lengths, one of them the longest kept): every row as decoded alone, in either step graph
+    (tiny's float32 runs the row form's, 16-bit models the matrix products')."""
+    decoder = tiny_step.decoder
+    if graph != decoder.step_graph(6)[0]:
+        monkeypatch.setattr(decoder, "step_graph", lambda batch: (graph, getattr(decoder, graph)))
+        monkeypatch.setattr(decoder, "_slots", {})  # slots hold their graph
     clips = ("jfk.wav", "goforward.wav", "cards_005.wav", "cards_001.wav", "sense_and_sensibility_01_austen_64kb-0880.wav")
     mels = np.stack([window(tiny, speech, clip) for clip in clips])
     tok = tiny.tokenizer("en")
     prompts = [[], tok.encode(" And so, my fellow Americans, ask not"), tok.encode(" a long prompt" * 200), [],
                tok.encode(" Ten of clubs.")]  # 5 rows: recorded on 6, one row of padding
     options = mw.DecodingOptions(language="en")
-    calls = tiny_step.session.timings.calls.get("decoder_step", 0)
+    calls = tiny_step.session.timings.calls.get(graph, 0)
     together = tiny_step.decode_windows(mels, options, prompts)
-    assert tiny_step.session.timings.calls["decoder_step"] > calls
+    assert tiny_step.session.timings.calls[graph] > calls
     for mel, prompt, ours in zip(mels, prompts, together):
         alone = tiny.decode(mel, mw.DecodingOptions(language="en", prompt=prompt))
         assert ours.tokens == alone.tokens and len(ours.tokens) > 2
@@ -154,11 +160,17 @@ def test_recorded_batches_come_in_few_sizes():
 
 
 def test_a_few_rows_run_the_row_form_step_graph(tiny_step):
-    """One row runs the matrix products' step graph; 2 to 64 rows the row form's (both give each row's tokens
-    as decoded alone: the batch tests above run on both)."""
+    """tiny's float32 steps of one row run the matrix products' graph, of 2 to 64 rows the row form's (both
+    give each row's tokens as decoded alone: the batch tests above run on both); 16-bit and wider models
+    never run the row form (measured for neither)."""
+    from max.dtype import DType
+
+    from max_whisper.models import dimensions
+    from max_whisper.runtime.decoders import row_form_batches
+
     decoder = tiny_step.decoder
-    assert decoder.step_graph(1) is decoder.decoder_step
-    rows = decoder.step_graph(2)
-    assert rows is not decoder.decoder_step and tiny_step.session.sources["decoder_step_rows"]
-    assert decoder.step_graph(64) is rows and decoder.step_graph(96) is decoder.decoder_step
-    assert decoder.step_graphs() == [decoder.decoder_step, rows]
+    assert decoder.step_graph(1) == ("decoder_step", decoder.decoder_step)
+    assert decoder.step_graph(2) == decoder.step_graph(64) == ("decoder_step_rows", decoder.decoder_step_rows)
+    assert decoder.step_graph(96)[0] == "decoder_step"
+    assert not row_form_batches(tiny_step.dims, DType.bfloat16)
+    assert not row_form_batches(dimensions("base"), DType.float32)

@@ -17,7 +17,8 @@ from max_whisper.runtime.shipped import CPU_LEVELS, GPU_ARCHS, GPU_HOST_LEVEL, S
 V3_FLAGS = "fpu sse4_2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
 V4_FLAGS = V3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl"
 CPU_GRAPHS = ("encoder", "cross_kv", "decoder", "decoder_row", "reorder")  # what `max-whisper compile` writes for the CPU
-GPU_GRAPHS = ("encoder", "cross_kv_for_steps", "decoder", "decoder_step", "decoder_step_rows", "reorder")  # the GPU records steps, has no row graph
+# the GPU records steps (tiny's batches of a few rows in the row form), has no single-row graph
+GPU_GRAPHS = ("encoder", "cross_kv_for_steps", "decoder", "decoder_step", "decoder_step_rows", "reorder")
 ARCHITECTURE_GRAPHS = tuple(g for g in GPU_GRAPHS if g != "decoder_step_rows")  # 16-bit sets: no row-form steps
 needs_shipped_cpu = pytest.mark.skipif(cpu_target() is None, reason="this CPU runs none of the shipped targets")
 

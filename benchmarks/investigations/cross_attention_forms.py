@@ -2,7 +2,9 @@
 heads of 64) in several graph forms, at several batch sizes: GPU time per call, recorded and replayed, and the
 largest difference from a float64 numpy reference.
 
-    python -m benchmarks.investigations.cross_attention_forms [--batches 1,5,16,64]     (on the GPU)
+    python -m benchmarks.investigations.cross_attention_forms [--batches 1,5,16,64] [--forms sums,flash]  (on the GPU)
+
+A form MAX fails on can end the process (4-D matmuls crash MAX 26.7's CPU compiler), so run one form per process.
 
 Forms (float32):
 - sums: the step's form today (`layers.attention`, one_query, values transposed): broadcast multiplies and

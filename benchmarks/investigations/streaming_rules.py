@@ -16,7 +16,8 @@ Variants:
   1 s less audio (not the one just before, 0.3 s less, which sees nearly the same audio and repeats its errors);
 - older_agreement_0.6: the same with 0.6 s;
 - both: long_buffer and older_agreement;
-- lookahead_1: lookahead_s 1.0 (a word is committed only once 1 s of audio after it was decoded).
+- lookahead_1: lookahead_s 1.0 (a word is committed only once 1 s of audio after it was decoded);
+- quiet_cut: the buffer cut in the quietest 20 ms of up to 0.4 s after the word it is cut at.
 """
 
 from __future__ import annotations
@@ -72,6 +73,25 @@ class OlderAgreementShort(OlderAgreement):
     gap_s = 0.6
 
 
+class QuietCut(StreamingTranscriber):
+    """Cuts the buffer in the quietest 20 ms of the pause after the word it is cut at (up to `reach_s` on, not
+    past the next decoded word's start) rather than at that word's aligned end, which can fall inside its tail."""
+
+    reach_s = 0.4
+
+    def _cut_at(self, time_s: float) -> None:
+        with self._lock:
+            audio, offset = self._audio, self._offset
+        following = [w["start"] for w in self._hypothesis if w["start"] >= time_s]
+        first = round((time_s - offset) * SAMPLE_RATE)
+        last = round((min([time_s + self.reach_s, *following]) - offset) * SAMPLE_RATE)
+        frames = (min(last, audio.size) - max(first, 0)) // 320
+        if first >= 0 and frames > 1:
+            energy = np.square(audio[first:first + frames * 320]).reshape(frames, 320).mean(axis=1)
+            time_s += (int(np.argmin(energy)) + 0.5) * 320 / SAMPLE_RATE
+        super()._cut_at(time_s)
+
+
 VARIANTS = {
     "shipped": (StreamingTranscriber, {}),
     "long_buffer": (StreamingTranscriber, {"trim_s": 25.0, "max_buffer_s": 28.0}),
@@ -79,6 +99,7 @@ VARIANTS = {
     "older_agreement_0.6": (OlderAgreementShort, {}),
     "both": (OlderAgreement, {"trim_s": 25.0, "max_buffer_s": 28.0}),
     "lookahead_1": (StreamingTranscriber, {"lookahead_s": 1.0}),
+    "quiet_cut": (QuietCut, {}),
 }
 
 

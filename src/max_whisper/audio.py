@@ -68,12 +68,13 @@ def from_pcm16(samples: np.ndarray) -> np.ndarray:
 
 def pad_or_trim(array: np.ndarray, length: int = N_SAMPLES, axis: int = -1) -> np.ndarray:
     """Pad with zeros or cut `array` along `axis` to `length`, as the encoder expects."""
+    array = np.asarray(array)
     if array.shape[axis] > length:
         array = np.take(array, np.arange(length), axis=axis)
     elif array.shape[axis] < length:
         shape = list(array.shape)
         shape[axis] = length
-        padded = np.zeros(shape, array.dtype)  # np.pad's general path took 3x as long for a window
+        padded = np.zeros(shape, array.dtype)
         padded[(slice(None),) * (axis % array.ndim) + (slice(0, array.shape[axis]),)] = array
         array = padded
     return array

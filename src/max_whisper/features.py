@@ -182,13 +182,13 @@ class LogMelFeatures:
         length = self.audio.size + self.padding
         first, last = start - N_FFT // 2, stop - N_FFT // 2  # positions in the unpadded signal
         out = np.zeros(stop - start, dtype=np.float32)
-        lo, hi = max(first, 0), min(last, self.audio.size)
-        if hi > lo:
-            out[lo - first:hi - first] = self.audio[lo:hi]
+        inside_from, inside_to = max(first, 0), min(last, self.audio.size)
+        if inside_to > inside_from:
+            out[inside_from - first:inside_to - first] = self.audio[inside_from:inside_to]
         # Positions before the start or past the end (at most half a window each) read their mirror image.
-        for lo, hi in ((first, min(last, 0)), (max(first, length), last)):
-            if hi > lo:
-                at = np.arange(lo, hi)
+        for outside_from, outside_to in ((first, min(last, 0)), (max(first, length), last)):
+            if outside_to > outside_from:
+                at = np.arange(outside_from, outside_to)
                 mirror = np.where(at < 0, -at, 2 * (length - 1) - at)
                 inside = mirror < self.audio.size  # else it mirrors into the padding's zeros
                 out[at[inside] - first] = self.audio[mirror[inside]]

@@ -640,5 +640,5 @@ def loudest_frame_db(audio: np.ndarray, seek: int, n_frames: int) -> float:
     means = [power[:whole].reshape(-1, SILENCE_FRAME).mean(axis=1).max()] if whole else []
     if whole < power.size:
         means.append(pad_or_trim(power[whole:], SILENCE_FRAME).mean())
-    peak = float(np.sqrt(max(means)))
+    peak = float(np.sqrt(np.max(means)))  # NaN samples give NaN, hence -inf, as a padded copy did
     return 20 * np.log10(peak) if peak > 0 else -np.inf

@@ -30,7 +30,7 @@ BUILDERS: dict[str, Builder] = {
     "decoder": build_decoder,
     "decoder_row": functools.partial(build_decoder, one_row=True),
     "decoder_step": build_decoder_step,
-    "decoder_step_rows": functools.partial(build_decoder_step, row_products=True),
+    "decoder_step_rows": functools.partial(build_decoder_step, row_form=True),
     "reorder": build_reorder,
     "alignment": build_alignment,  # options: heads, median_width
 }

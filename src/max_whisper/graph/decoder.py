@@ -91,13 +91,13 @@ STEPS_PER_CALL = 8  # greedy steps per recorded call: the host takes its tokens 
 
 
 def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, device: DeviceRef,
-                       n_steps: int = STEPS_PER_CALL, row_products: bool = False) -> Graph:
+                       n_steps: int = STEPS_PER_CALL, row_form: bool = False) -> Graph:
     """`n_steps` greedy steps of one new token per row, each row at its own position, choosing every
     token in the graph under openai-whisper's rules; every shape is fixed but the batch.
 
-    `row_products`: the layers' products (not the vocabulary's) in `row_product`'s form. On an H200 MAX's
-    float32 products run GEMV kernels for one row and GEMM kernels for more, which took 4x the time for 5
-    rows; the broadcast form reads each weight once per row from cache, one kernel a product
+    `row_form`: the layers' products in `row_product`'s form (so the MLP's 1536 -> 384 stays a matmul), the
+    vocabulary's a matmul. On an H200 MAX's float32 products run GEMV kernels for one row and GEMM kernels for
+    more, which took 4x the time for 6 rows; in the row form each product is one reduction kernel
     (docs/measurements.md, "Few rows in the row form").
 
     Self-attention runs over all n_text_ctx cache rows with the later ones masked, and the new key and
@@ -111,7 +111,7 @@ def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, dev
         TensorType(DType.int64, ["batch", len(STEP_INPUT)], device),
         TensorType(DType.float32, [dims.n_vocab], device),  # suppression: 0 or -inf per token
     ] + cross_types(dims, dtype, device, values_transposed=True) + [cache_type(dims, dtype, device)] * (2 * dims.n_text_layer)
-    with Graph("whisper_decoder_step_rows" if row_products else "whisper_decoder_step", input_types=inputs) as g:
+    with Graph("whisper_decoder_step_rows" if row_form else "whisper_decoder_step", input_types=inputs) as g:
         state, suppress, cross_k, cross_v = (v.tensor for v in g.inputs[:4])
         caches = [v.buffer for v in g.inputs[4:]]
         token, position, eot, ts_rule, last_was_ts, penultimate_was_ts, last_ts = (
@@ -135,7 +135,7 @@ def build_decoder_step(dims: ModelDimensions, w: GraphWeights, dtype: DType, dev
                 return full
 
             x = decoder_blocks(dims, w, x, cached, mask, (cross_k, cross_v),
-                               "one_query_rows" if row_products else "one_query")
+                               "one_query_rows" if row_form else "one_query")
             logits = ops.cast(vocab_logits(w, x)[:, 0, :], DType.float32)
             row_bounds = rules.graph_bounds(dims.n_vocab, ts_begin, eot, ts_rule, last_was_ts, penultimate_was_ts,
                                             last_ts)
@@ -169,9 +169,9 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
     "one_row": see `row_product`; "one_query_rows": both. `cross_scores`, where given, receives each
     layer's cross-attention scores q k^T / sqrt(d_head) [batch, head, seq, n_audio_ctx] (word timestamps)."""
     cross_k, cross_v = cross
-    one_query, row_products = form in ("one_query", "one_query_rows"), form in ("one_row", "one_query_rows")
+    one_query, row_form = form in ("one_query", "one_query_rows"), form in ("one_row", "one_query_rows")
     def lin(name: str, h: TensorValue, bias: bool = True) -> TensorValue:
-        return linear(w, name, h, bias, row_products)
+        return linear(w, name, h, bias, row_form)
 
     for i in range(dims.n_text_layer):
         b = f"decoder.blocks.{i}"
@@ -190,7 +190,7 @@ def decoder_blocks(dims: ModelDimensions, w: GraphWeights, x: TensorValue, cache
             cross_scores.append(ops.reshape(product, [batch, heads, seq, keys]))
         x = x + lin(f"{b}.cross_attn.out", merge_heads(attention(q, cross_k[i], cross_v[i], one_query=one_query,
                                                                values_transposed=one_query)))
-        x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x), row_products)
+        x = x + mlp(w, b, layer_norm(w, f"{b}.mlp_ln", x), row_form)
     return x
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..models import alignment_heads
 from ..weights import Checkpoint
 from .aligner import Aligner
-from .decoders import CachedDecoder, RecordedStepsDecoder, make_decoder
+from .decoders import CachedDecoder, make_decoder
 from .encoder import Encoder
 from .session import GraphSession, Timings
 
@@ -16,10 +16,7 @@ def compile_graphs(ckpt: Checkpoint, device: str, dtype: str, export_to: str) ->
     included) into `export_to`."""
     session = GraphSession(ckpt, device=device, dtype=dtype, export_to=export_to)
     Encoder(session)
-    decoder = make_decoder(session)
-    decoder.reorder  # noqa: B018  (compiled on first use otherwise)
-    if isinstance(decoder, RecordedStepsDecoder):
-        decoder.step_graphs()
+    make_decoder(session).reorder  # noqa: B018  (compiled on first use otherwise)
     Aligner(session, alignment_heads(ckpt)).load()  # word timestamps
     return session.timings
 

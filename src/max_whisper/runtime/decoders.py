@@ -6,8 +6,8 @@
   graph, whose products read each weight matrix once at memory speed;
 - `RecordedStepsDecoder` (a GPU's default): greedy steps `STEPS_PER_CALL` at a time in a graph recorded
   once per batch size and replayed, the token choice and its rules in the graph; it holds rows of
-  different initial lengths, each at its own position. Float32 models take a few rows at a time
-  (`ROW_FORM_BATCHES`) in the graph whose products are in the row form (`decoder_step_rows`).
+  different initial lengths, each at its own position. tiny's float32 steps of 2-64 rows run in the graph
+  whose products are in the row form (`decoder_step_rows`, `row_form_batches`).
 
 Each `start` makes a run (the decoding layer's `Inference`) over cross-attention keys and values of the
 rows' audio features and an empty self-attention cache; the decoding rules call nothing else.
@@ -26,6 +26,7 @@ from max.engine import Model
 from .. import rules
 from ..errors import WhisperError
 from ..graph.decoder import STEP_INPUT, STEPS_PER_CALL
+from ..weights import ModelDimensions
 from .device import recorded_batches
 from .session import GraphSession
 
@@ -80,11 +81,16 @@ class RowDecoder(CachedDecoder):
         return "decoder", self.decoder
 
 
-# Recorded batch sizes whose steps run `decoder_step_rows` in float32. On an H200 (tiny.en) MAX's products
-# for more than one row run GEMM kernels, 4x its GEMV kernels' time for one; in the row form a step's kernels
-# took 782 against 1163 us at 5 rows, 1269 against 1578 at 16, 3579 against 3736 at 64, and 64 files at
-# once 1.38 against 1.65 s (docs/measurements.md, "Few rows in the row form"). Not measured past 64 rows.
-ROW_FORM_BATCHES = range(2, 65)
+def row_form_batches(dims: ModelDimensions, dtype: DType) -> range:
+    """The recorded batch sizes whose steps run `decoder_step_rows`. On an H200 (tiny.en, float32) MAX's
+    products for more than one row run GEMM kernels, 4x its GEMV kernels' time for one; with the products in
+    the row form a step's kernels took 782 against 1163 us at 6 rows, 1269 against 1578 at 16, 3579 against
+    3736 at 64, and 64 files at once 1.38 against 1.65 s (docs/measurements.md, "Few rows in the row form").
+    Measured up to 64 rows of width 384 only: wider models and 16-bit ones (whose sums would run in 16 bits)
+    keep the matrix products."""
+    if dtype != DType.float32 or dims.n_text_state > 384:
+        return range(0)
+    return range(2, 65)
 
 
 class RecordedStepsDecoder(CachedDecoder):
@@ -95,22 +101,16 @@ class RecordedStepsDecoder(CachedDecoder):
 
     def __init__(self, session: GraphSession):
         super().__init__(session)
+        self.row_form_batches = row_form_batches(session.dims, session.dtype)
         self.decoder_step = session.load("decoder_step")
-        self._decoder_step_rows: Model | None = None
+        self.decoder_step_rows = session.load("decoder_step_rows") if self.row_form_batches else None
         self._slots: dict[int, StepSlot] = {}
 
-    def step_graphs(self) -> list[Model]:
-        """Every step graph this model's batch sizes can run (to compile them all ahead of time)."""
-        return list({id(m): m for m in (self.step_graph(1), self.step_graph(ROW_FORM_BATCHES[0]))}.values())
-
-    def step_graph(self, batch: int) -> Model:
-        """The step graph `batch` rows run in: the row form's for a few rows of a float32 model (loaded on
-        first use), else the matrix products'."""
-        if batch not in ROW_FORM_BATCHES or self.session.dtype != DType.float32:
-            return self.decoder_step
-        if self._decoder_step_rows is None:
-            self._decoder_step_rows = self.session.load("decoder_step_rows")
-        return self._decoder_step_rows
+    def step_graph(self, batch: int) -> tuple[str, Model]:
+        """The step graph `batch` rows (a recorded batch size) run in, and its name."""
+        if self.decoder_step_rows is not None and batch in self.row_form_batches:
+            return "decoder_step_rows", self.decoder_step_rows
+        return "decoder_step", self.decoder_step
 
     def start(self, features: driver.Buffer, rows: np.ndarray, suppressed: tuple[int, ...] = ()) -> RecordedRun:
         s = self.session
@@ -280,7 +280,8 @@ class StepSlot:
                  cross_v_t: driver.Buffer):
         s = decoder.session
         dims, dev = s.dims, s.device
-        self.session, self.model, self.batch = s, decoder.step_graph(batch), batch
+        self.session, self.batch = s, batch
+        self.name, self.model = decoder.step_graph(batch)
         self.inputs = driver.Buffer(DType.int64, (batch, len(STEP_INPUT)), dev)
         self.suppress = driver.Buffer(DType.float32, (dims.n_vocab,), dev)
         self.cross_k = driver.Buffer(s.dtype, tuple(cross_k.shape), dev)
@@ -315,5 +316,5 @@ class StepSlot:
                 self._output = model.capture(self.batch, *args)[0]
             model.replay(self.batch, *args)
             s.device.synchronize()
-        s.timings.add("decoder_step", time.perf_counter() - start)
+        s.timings.add(self.name, time.perf_counter() - start)
         return self._output
