@@ -72,6 +72,27 @@ def test_stream_commits_the_offline_transcript_once_and_never_revises(tiny, reco
     assert "".join(s["text"] for s in result["segments"]) == result["text"]
 
 
+def _words(text: str, start: float, step: float = 0.4) -> list[dict]:
+    return [{"word": f" {w}", "start": start + i * step, "end": start + (i + 1) * step - 0.05, "probability": 0.9}
+            for i, w in enumerate(text.split())]
+
+
+def test_new_words_follow_the_committed_words_read_again(tiny):
+    """A decode that stopped early can stretch a committed word's time seconds past its place: that word is
+    not new (by time alone it was committed twice, and the words a later decode read before its stretched
+    end were dropped: a whole sentence of one recording). A later real repeat of committed words is new."""
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    committed = _words("Astronomers divide comets into two broad groups. Short", 37.0)
+    transcriber.committed, transcriber._committed_in_buffer = list(committed), list(committed)
+    read_again = [dict(w) for w in committed]
+    read_again[-1].update(start=46.22, end=46.98)  # the last word stretched to the decode's end
+    assert transcriber._new_words(read_again) == []
+    following = _words("period comets return", committed[-1]["end"] + 0.05)
+    assert transcriber._new_words([dict(w) for w in committed] + following) == following
+    repeat = _words("and again two broad groups. Short", following[-1]["end"] + 1.0)
+    assert transcriber._new_words([dict(w) for w in committed] + following + repeat) == following + repeat
+
+
 def test_silence_stays_bounded_and_writes_nothing(tiny):
     transcriber = StreamingTranscriber(tiny, OPTIONS, StreamingOptions(min_chunk_s=2.0))
     updates, buffers = stream_by_hand(transcriber, np.zeros(16000 * 70, dtype=np.float32), chunk_s=2.0)

@@ -4,8 +4,8 @@ Whisper reads 30 s windows, so a stream re-decodes a growing buffer (whisper_str
 Macháček et al. 2023): after each decode, the words that this hypothesis and the previous one agree on, in
 order from the start and up to `lookahead_s` before the end of the audio read, are committed (final, never
 revised); the rest is the tentative tail. Words carry
-word timestamps (the aligner), which is how a new hypothesis is matched against what is already committed
-and where the buffer is cut: at the end of a committed sentence once it is longer than `trim_s`, so memory
+word timestamps (the aligner); a new hypothesis is matched against what is already committed by its words'
+text and times, and the buffer is cut by their times: at the end of a committed sentence once it is longer than `trim_s`, so memory
 and the cost of an update stay bounded over hours. The committed text before the buffer is the prompt.
 
 `StreamingTranscriber` does the bookkeeping and is driven by its caller (`feed`, `update`, `finish`); `run`
@@ -233,17 +233,27 @@ class StreamingTranscriber:
         return text[-self.streaming.prompt_chars:] if self.streaming.prompt_chars else None
 
     def _new_words(self, words: list[dict]) -> list[dict]:
-        """A hypothesis' words after the committed ones: those starting after the last committed word's end
-        (less 0.1 s: aligned times overlap), without a repeat of the last committed words (up to 5) at
-        its head."""
+        """A hypothesis' words after the committed ones. A decode reads the buffer's committed words again:
+        the new words follow the first run of the last 2 to 5 of them, found by their text; of those, the
+        ones starting after the last committed word's end (less 0.1 s: aligned times overlap), without a
+        repeat of the last committed words (up to 5) at their head. By text first: a decode that stops early
+        can stretch a committed word's aligned time seconds past its place, and by time alone that word was
+        committed twice and the words a later decode read before that time were dropped (a whole sentence
+        of one recording; docs/measurements.md, issue 24)."""
         if not self.committed:
             return words
+        done = [_key(w) for w in self._committed_in_buffer]
+        keys = [_key(w) for w in words]
+        for n in range(min(len(done), 5), 1, -1):
+            after = next((i + n for i in range(len(keys) - n + 1) if keys[i:i + n] == done[-n:]), None)
+            if after is not None:
+                words = words[after:]
+                break
         last_end = self.committed[-1]["end"]
         words = [w for w in words if w["start"] > last_end - 0.1]
         if words and abs(words[0]["start"] - last_end) < 1.0:
-            done = self._committed_in_buffer
             for n in range(min(len(done), len(words), 5), 0, -1):
-                if [_key(w) for w in done[-n:]] == [_key(w) for w in words[:n]]:
+                if done[-n:] == [_key(w) for w in words[:n]]:
                     return words[n:]
         return words
 
