@@ -91,6 +91,8 @@ def test_new_words_follow_the_committed_words_read_again(tiny):
     assert transcriber._new_words([dict(w) for w in committed] + following) == following
     repeat = _words("and again two broad groups. Short", following[-1]["end"] + 1.0)
     assert transcriber._new_words([dict(w) for w in committed] + following + repeat) == following + repeat
+    reread_otherwise = _words("Astronomers divide comets in two broad groups, short", 37.0)  # no run of 2 to anchor on
+    assert transcriber._new_words(reread_otherwise + following + repeat) == following + repeat
 
 
 def test_silence_stays_bounded_and_writes_nothing(tiny):

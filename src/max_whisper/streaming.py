@@ -234,22 +234,24 @@ class StreamingTranscriber:
 
     def _new_words(self, words: list[dict]) -> list[dict]:
         """A hypothesis' words after the committed ones. A decode reads the buffer's committed words again:
-        the new words follow the first run of the last 2 to 5 of them, found by their text; of those, the
-        ones starting after the last committed word's end (less 0.1 s: aligned times overlap), without a
-        repeat of the last committed words (up to 5) at their head. By text first: a decode that stops early
-        can stretch a committed word's aligned time seconds past its place, and by time alone that word was
+        the new words follow the first run of the last 2 to 5 of them, found by their text (a run starting
+        before the last committed word's end: the same words said again later are new); of those, the ones
+        starting after the last committed word's end (less 0.1 s: aligned times overlap), without a repeat of
+        the last committed words (up to 5) at their head. By text first: a decode that stops early can
+        stretch a committed word's aligned time seconds past its place, and by time alone that word was
         committed twice and the words a later decode read before that time were dropped (a whole sentence
         of one recording; docs/measurements.md, issue 24)."""
         if not self.committed:
             return words
+        last_end = self.committed[-1]["end"]
         done = [_key(w) for w in self._committed_in_buffer]
         keys = [_key(w) for w in words]
         for n in range(min(len(done), 5), 1, -1):
-            after = next((i + n for i in range(len(keys) - n + 1) if keys[i:i + n] == done[-n:]), None)
+            after = next((i + n for i in range(len(keys) - n + 1)
+                          if keys[i:i + n] == done[-n:] and words[i]["start"] < last_end), None)
             if after is not None:
                 words = words[after:]
                 break
-        last_end = self.committed[-1]["end"]
         words = [w for w in words if w["start"] > last_end - 0.1]
         if words and abs(words[0]["start"] - last_end) < 1.0:
             for n in range(min(len(done), len(words), 5), 0, -1):
