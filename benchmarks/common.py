@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
+from max import driver
 
 import max_whisper as mw
 from max_whisper.bench import machine  # noqa: F401  (the scripts' record of the machine, as bench writes it)
@@ -82,6 +83,15 @@ def timed(fn: Callable[[], T], runs: int, warmup: int = 0) -> tuple[T, list[floa
         result = fn()
         seconds.append(time.perf_counter() - start)
     return result, seconds
+
+
+def seconds_per_call(call: Callable[[], object], n: int, device: driver.Device) -> float:
+    """Seconds per call of `n` calls in a row (asynchronous device work), the device waited for once at the end."""
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    device.synchronize()
+    return (time.perf_counter() - start) / n
 
 
 def median_ms(seconds: Sequence[float], digits: int = 3) -> float:

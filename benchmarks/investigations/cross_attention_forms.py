@@ -27,7 +27,7 @@ from max.graph import DeviceRef, Graph, TensorType, TensorValue, ops
 from max.nn.attention import MHAMaskVariant
 from max.nn.kernels import flash_attention_gpu
 
-from benchmarks.common import parser
+from benchmarks.common import parser, seconds_per_call
 from max_whisper.graph.layers import attention
 
 H, DH, T, LAYERS = 6, 64, 1500, 4
@@ -70,14 +70,6 @@ def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
         w = np.exp(s - s.max(-1, keepdims=True))
         x = (w / w.sum(-1, keepdims=True)) @ v
     return x
-
-
-def seconds_per_call(call: Callable[[], object], n: int, dev: driver.Device) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        call()
-    dev.synchronize()
-    return (time.perf_counter() - start) / n
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from max.dtype import DType
 from max.engine import InferenceSession, MefStore
 from max.graph import DeviceRef, Graph, TensorType, TensorValue, Weight, ops
 
-from benchmarks.common import parser
+from benchmarks.common import parser, seconds_per_call
 from max_whisper import rules
 from max_whisper.graph.layers import attention
 
@@ -91,15 +91,6 @@ def export(folder: str, skip: set[str]) -> None:
             start = time.perf_counter()
             session.load(g, weights_registry=w)
             print(g.name, round(time.perf_counter() - start, 1), flush=True)
-
-
-def seconds_per_call(call: Callable[[], object], n: int, dev: driver.Device) -> float:
-    """Seconds per call of `n` calls in a row, the device waited for once at the end."""
-    start = time.perf_counter()
-    for _ in range(n):
-        call()
-    dev.synchronize()
-    return (time.perf_counter() - start) / n
 
 
 def run(folders: str, skip: set[str]) -> None:

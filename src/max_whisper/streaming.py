@@ -3,10 +3,10 @@
 Whisper reads 30 s windows, so a stream re-decodes a growing buffer (whisper_streaming's local agreement,
 Macháček et al. 2023): after each decode, the words that this hypothesis and the previous one agree on, in
 order from the start and up to `lookahead_s` before the end of the audio read, are committed (final, never
-revised); the rest is the tentative tail. Words carry
-word timestamps (the aligner); a new hypothesis is matched against what is already committed by its words'
-text and times, and the buffer is cut by their times: at the end of a committed sentence once it is longer than `trim_s`, so memory
-and the cost of an update stay bounded over hours. The committed text before the buffer is the prompt.
+revised); the rest is the tentative tail. Words carry word timestamps (the aligner); a new hypothesis is
+matched against what is already committed by its words' text and times, and the buffer is cut by their
+times: at the end of a committed sentence once it is longer than `trim_s`, so memory and the cost of an
+update stay bounded over hours. The committed text before the buffer is the prompt.
 
 `StreamingTranscriber` does the bookkeeping and is driven by its caller (`feed`, `update`, `finish`); `run`
 drives one from a source of chunks in real time (the CLI's `max-whisper live`); the server drives one per
