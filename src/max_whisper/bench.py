@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     compiled = [str(d) for d in args.compiled] if args.compiled else None
 
     rows: list[dict] = []
+    report: dict = {}
+    table = ""
     args.output.mkdir(parents=True, exist_ok=True)
     for device in devices:
         for backend, dtype in chosen:
@@ -105,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
                           "compiled": compiled if backend == "max" else None, "batching": None, **mode}
                 print(f"bench: {backend} on {device} ...", file=sys.stderr, flush=True)
                 rows.append(_run_worker(config))
-                _write(_report(rows, refs, audio, args), args.output)  # the rows so far outlive a stopped run
-    report = _report(rows, refs, audio, args)
-    table = _write(report, args.output)
+                report = _report(rows, refs, audio, args)
+                table = _write(report, args.output)  # the rows so far outlive a stopped run
     _chart(report, args.output / "bench.png")
     print(table)
     failed = [r for r in rows if r.get("error")]
