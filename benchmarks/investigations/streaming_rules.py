@@ -4,7 +4,7 @@ chunk, as a device that decodes faster than real time would), all (variant, reco
 through one batcher.
 
     python -m benchmarks.investigations.streaming_rules --device gpu --voices DIR [--min-chunk 0.3]
-        [--variants shipped,long_buffer,older_agreement,older_agreement_0.6,both,lookahead_1] --output OUT
+        [--variants shipped,long_buffer,...] --output OUT
 
 Per variant and recording: WER of the final transcript, the offline transcript's WER (the transcribe defaults
 with word timestamps, as benchmarks.suite.streaming), decodes, and the algorithmic latency of each committed
@@ -17,7 +17,12 @@ Variants:
 - older_agreement_0.6: the same with 0.6 s;
 - both: long_buffer and older_agreement;
 - lookahead_1: lookahead_s 1.0 (a word is committed only once 1 s of audio after it was decoded);
-- quiet_cut: the buffer cut in the quietest 20 ms of up to 0.4 s after the word it is cut at.
+- quiet_cut: the buffer cut in the quietest 20 ms of up to 0.4 s after the word it is cut at;
+- lookahead_0.3, lookahead_3, lookahead_4.5: lookahead_s 0.3, 3.0, 4.5 (how much right context matters);
+- long_lookahead_4.5: lookahead_s 4.5 with long_buffer's trim_s and max_buffer_s;
+- confident: a word under probability 0.6 waits for 2 s of audio after it, the others for lookahead_s;
+- long_prompt, prompt_1000: prompt_chars 600, 1000 (openai-whisper conditions a window on up to 223 tokens of
+  the text before it; 1000 characters of English are about 200).
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
 rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it.
@@ -40,7 +45,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -95,6 +100,32 @@ class QuietCut(StreamingTranscriber):
         super()._cut_at(time_s)
 
 
+class ConfidentLookahead(StreamingTranscriber):
+    """A word the decode is unsure of (probability under `threshold`) waits for `unsure_lookahead_s` of audio
+    after it, the others for `lookahead_s`: the prefix committed stops at the first word still waiting."""
+
+    threshold = 0.6
+    unsure_lookahead_s = 2.0
+
+    def update(self):  # noqa: ANN201
+        words = self._decode()
+        reference = self._agreement_reference()
+        agreed = 0
+        while agreed < min(len(words), len(reference)) and words[agreed]["word"].strip() == reference[agreed]["word"].strip():
+            agreed += 1
+        ready = 0
+        while ready < agreed:
+            w = words[ready]
+            wait = self.streaming.lookahead_s if w["probability"] >= self.threshold else self.unsure_lookahead_s
+            if w["end"] > self._decoded_until - wait:
+                break
+            ready += 1
+        committed = self._commit(words[:ready])
+        self._hypothesis = words[ready:]
+        committed += self._trim()
+        return StreamUpdate(committed, list(self._hypothesis))
+
+
 VARIANTS = {
     "shipped": (StreamingTranscriber, {}),
     "long_buffer": (StreamingTranscriber, {"trim_s": 25.0, "max_buffer_s": 28.0}),
@@ -103,6 +134,13 @@ VARIANTS = {
     "both": (OlderAgreement, {"trim_s": 25.0, "max_buffer_s": 28.0}),
     "lookahead_1": (StreamingTranscriber, {"lookahead_s": 1.0}),
     "quiet_cut": (QuietCut, {}),
+    "lookahead_0.3": (StreamingTranscriber, {"lookahead_s": 0.3}),
+    "lookahead_3": (StreamingTranscriber, {"lookahead_s": 3.0}),
+    "lookahead_4.5": (StreamingTranscriber, {"lookahead_s": 4.5}),
+    "long_lookahead_4.5": (StreamingTranscriber, {"lookahead_s": 4.5, "trim_s": 25.0, "max_buffer_s": 28.0}),
+    "confident": (ConfidentLookahead, {}),
+    "long_prompt": (StreamingTranscriber, {"prompt_chars": 600}),
+    "prompt_1000": (StreamingTranscriber, {"prompt_chars": 1000}),
 }
 
 
