@@ -61,7 +61,22 @@ def recordings(names: list[str], voices: Path) -> dict[str, tuple[np.ndarray, st
     return out
 
 
-def stream(transcriber: StreamingTranscriber, audio: np.ndarray, batcher: WindowBatcher | None = None) -> dict:
+class BatchedStream(StreamingTranscriber):
+    """A stream whose decodes go through a shared batcher, which waits for other streams' windows only while
+    their updates are running (as the server's streams do)."""
+
+    def __init__(self, batcher: WindowBatcher, *args, **kwargs):  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.batcher = batcher
+
+    def update(self) -> StreamUpdate:
+        return self.batcher.counted(super().update)
+
+    def finish(self) -> StreamUpdate:
+        return self.batcher.counted(super().finish)
+
+
+def stream(transcriber: StreamingTranscriber, audio: np.ndarray) -> dict:
     """One stream at real speed; each committed word's latency."""
     latencies: list[float] = []
     start = time.perf_counter()
@@ -70,10 +85,6 @@ def stream(transcriber: StreamingTranscriber, audio: np.ndarray, batcher: Window
         now = time.perf_counter() - start
         latencies.extend(now - w["end"] for w in update.committed)
 
-    if batcher is not None:  # the batcher waits for other streams' windows only while updates are running
-        update, finish = transcriber.update, transcriber.finish
-        transcriber.update = lambda: batcher.counted(update)  # type: ignore[method-assign]
-        transcriber.finish = lambda: batcher.counted(finish)  # type: ignore[method-assign]
     result = run(transcriber, paced(audio, 1.0), on_update)
     end_lag = time.perf_counter() - start - audio.size / SAMPLE_RATE
     return {"text": result["text"], "latencies": latencies, "end_lag_s": end_lag, "decodes": transcriber.decodes}
@@ -88,7 +99,7 @@ def concurrent(model: mw.WhisperModel, clips: list[np.ndarray], n: int, options:
 
     def one(k: int) -> None:
         time.sleep(0.25 * k)
-        results[k] = stream(StreamingTranscriber(engine, options, streaming), clips[k % len(clips)], batcher)
+        results[k] = stream(BatchedStream(batcher, engine, options, streaming), clips[k % len(clips)])
 
     with one_blas_thread():
         threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
