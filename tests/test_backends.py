@@ -175,6 +175,12 @@ def test_bench_gpu_without_gpu_fails_clearly(speech, capsys, monkeypatch):
     assert "--devices gpu: MAX finds no GPU on this machine" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("names", [["--backends", ","], ["--devices", " "]])
+def test_bench_without_a_backend_or_device_fails_clearly(speech, capsys, names):
+    assert cli.main(["bench", str(speech / "jfk.wav"), *names]) == 2
+    assert "--backends and --devices each need at least one name" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_16_bit_needs_a_gpu(dtype):
     with pytest.raises(WhisperError, match=f"dtype {dtype} needs device gpu"):

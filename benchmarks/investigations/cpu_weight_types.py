@@ -1,9 +1,10 @@
-"""Whether smaller weights pay on the CPU: one linear product (x @ W^T, the engine's form) as a micro graph in
+"""Whether smaller weights pay on the CPU: one linear product (x @ W^T as a matmul) as a micro graph in
 float32, in bfloat16 (weights and input in bfloat16, output cast to float32) and with Q4_0 weights (MAX's
 `qmatmul` kernel, ggml's block of 32 four-bit values and a float16 scale; repacked once, outside the timing),
 for a model's product shapes at one row (a greedy step) and at 1500 rows (a window in the encoder); at one row
-also the CPU one-row step's form (a broadcast multiply and sum over W's stored rows), with W stored in float32
-and in bfloat16. Each
+also the broadcast-sum form (a multiply and a sum over W's stored rows), with W stored in float32 and in
+bfloat16: the CPU one-row step's form where out >= in (`graph.layers.row_product`; it takes the matmul where
+in > out, so the row lines of 384x1536 measure a form the engine does not run). Each
 form's time per call (median of `--repeats` runs of `--calls` calls) and its largest difference from a
 float64 product of the same float32 numbers, relative to that product's largest value.
 
@@ -34,7 +35,8 @@ Q4_0_BLOCK = 32
 def quantize_q4_0(w: np.ndarray) -> np.ndarray:
     """ggml's Q4_0 (quantize_row_q4_0_ref) of each row of `w` [out, in]: per block of 32 values a float16
     scale d (the signed value of largest magnitude over -8) and 16 bytes, value j in the low nibble of byte j
-    and value j + 16 in its high nibble, each round(x / d) + 8 clamped to 0..15. Returns uint8 [out, in / 32 * 18]."""
+    and value j + 16 in its high nibble, each min(15, int(x / d + 8.5)) (truncated; never below 0).
+    Returns uint8 [out, in / 32 * 18]."""
     out_dim, in_dim = w.shape
     blocks = w.reshape(out_dim, in_dim // Q4_0_BLOCK, Q4_0_BLOCK).astype(np.float32)
     extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(axis=-1)[..., None], axis=-1)[..., 0]
@@ -58,7 +60,7 @@ PRODUCTS = {  # x [rows, in] float32 and the weights as stored -> x @ W^T [rows,
     "float32": lambda x, w: x @ ops.transpose(w, 0, 1),
     "bfloat16": lambda x, w: ops.cast(ops.cast(x, DType.bfloat16) @ ops.transpose(w, 0, 1), DType.float32),
     "q4_0": lambda x, w: _packed_qmatmul("vroom_q4_0_matmul", x, w, "vroom"),
-    # the CPU one-row step's form (graph.layers.row_product): each output a sum over one stored row of W
+    # the broadcast-sum form (graph.layers.row_product's where out >= in): each output a sum over a stored row of W
     "row float32": lambda x, w: ops.sum(ops.unsqueeze(x, 1) * w, axis=-1)[..., 0],
     "row bfloat16": lambda x, w: ops.sum(ops.unsqueeze(x, 1) * ops.cast(w, DType.float32), axis=-1)[..., 0],
 }
@@ -118,7 +120,7 @@ def main() -> None:
                 y = model.execute(*inputs)[0].to_numpy()
                 seconds[form] = time_call(lambda m=model, i=inputs: m.execute(*i), args.calls, args.repeats)
                 error = float(np.abs(y.astype(np.float64) - exact).max() / np.abs(exact).max())
-                print(f"out {out_dim:5d} in {in_dim:4d} rows {rows:4d} {form:8s} {1e6 * seconds[form]:10.1f} us "
+                print(f"out {out_dim:5d} in {in_dim:4d} rows {rows:4d} {form:12s} {1e6 * seconds[form]:10.1f} us "
                       f"x{seconds['float32'] / seconds[form]:5.2f} of float32's speed  max rel diff {error:.1e}",
                       flush=True)
         if "q4_0" not in weights:

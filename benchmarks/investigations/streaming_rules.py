@@ -20,7 +20,8 @@ Variants:
 - quiet_cut: the buffer cut in the quietest 20 ms of up to 0.4 s after the word it is cut at;
 - lookahead_0.3, lookahead_3, lookahead_4.5: lookahead_s 0.3, 3.0, 4.5 (how much right context matters);
 - long_lookahead_4.5: lookahead_s 4.5 with long_buffer's trim_s and max_buffer_s;
-- confident: a word under probability 0.6 waits for 2 s of audio after it, the others for lookahead_s;
+- confident: a word under probability 0.6 waits for 2 s of audio after it, the others for lookahead_s (the
+  prefix committed stops at the first word still waiting);
 - long_prompt, prompt_1000: prompt_chars 600, 1000 (openai-whisper conditions a window on up to 223 tokens of
   the text before it; 1000 characters of English are about 200).
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
@@ -45,7 +46,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, _key
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -107,11 +108,11 @@ class ConfidentLookahead(StreamingTranscriber):
     threshold = 0.6
     unsure_lookahead_s = 2.0
 
-    def update(self):  # noqa: ANN201
+    def update(self) -> StreamUpdate:
         words = self._decode()
         reference = self._agreement_reference()
         agreed = 0
-        while agreed < min(len(words), len(reference)) and words[agreed]["word"].strip() == reference[agreed]["word"].strip():
+        while agreed < min(len(words), len(reference)) and _key(words[agreed]) == _key(reference[agreed]):
             agreed += 1
         ready = 0
         while ready < agreed:

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = [b.strip().partition(":")[::2] for b in args.backends.split(",") if b.strip()]
     backends = [name for name, _ in chosen]
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    if not backends or not devices:
+        raise WhisperError("--backends and --devices each need at least one name")
     for b in backends:
         if b not in BACKENDS:
             raise WhisperError(f"unknown backend '{b}': use {', '.join(BACKENDS)}")
