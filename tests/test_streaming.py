@@ -95,6 +95,27 @@ def test_new_words_follow_the_committed_words_read_again(tiny):
     assert transcriber._new_words(reread_otherwise + following + repeat) == following + repeat
 
 
+def test_a_cut_at_a_sentence_end_lets_the_buffer_move_on(tiny):
+    """The buffer's start summed to a hair before the committed sentence end it was cut at (27.8 s: a float
+    sum of earlier cuts): that sentence end stayed in the buffer, every later trim cut at it again without
+    moving, and a live stream committed nothing for 70 s (traced at real speed). Now the word cut at leaves,
+    and a cut that would not move the start is not taken."""
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    start = 27.8 - 1e-12
+    transcriber._offset, transcriber._audio = start, np.zeros(round(26.0 * 16000), dtype=np.float32)
+    sentence = _words("a spectrum.", 27.0)
+    sentence[-1]["end"] = 27.8
+    later = _words("we slide a short window along the signal and measure how much energy falls", 28.1)
+    transcriber.committed = sentence + later
+    transcriber._committed_in_buffer = [sentence[-1]] + later  # as the cut at 27.8 left it before
+    transcriber._trim()
+    assert transcriber._offset > 30.0  # over max_buffer_s without a sentence end: cut after the last word
+    assert transcriber._offset == pytest.approx(later[-1]["end"], abs=1e-4)
+    transcriber._offset, transcriber._committed_in_buffer = start, list(sentence)
+    transcriber._cut_at(27.8)
+    assert transcriber._committed_in_buffer == []
+
+
 def test_silence_stays_bounded_and_writes_nothing(tiny):
     transcriber = StreamingTranscriber(tiny, OPTIONS, StreamingOptions(min_chunk_s=2.0))
     updates, buffers = stream_by_hand(transcriber, np.zeros(16000 * 70, dtype=np.float32), chunk_s=2.0)
@@ -124,6 +145,12 @@ def test_live_command_prints_committed_text(tiny, recording, offline, tmp_path, 
     assert all(line.startswith("[") and " --> " in line for line in lines)
     text = " ".join(line.split("] ", 1)[1] for line in lines)
     assert word_error_rate([offline], [text])[0] <= 10.0, (offline, text)
+
+
+def test_live_command_defaults_to_the_streaming_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["live", "--help"])
+    assert f"default {StreamingOptions.min_chunk_s:g}, StreamingOptions'" in " ".join(capsys.readouterr().out.split())
 
 
 def test_live_command_reads_pcm_on_stdin(tiny, monkeypatch, capsys):

@@ -2,7 +2,7 @@
 accuracy against the offline transcript, the latency from a word's end in the audio to its committed text,
 and how many streams one device carries in real time.
 
-    python -m benchmarks.suite.streaming [--device cpu] [--model tiny.en] [--min-chunk 1.0]
+    python -m benchmarks.suite.streaming [--device cpu] [--model tiny.en] [--min-chunk 0.8]
         [--recordings lecture,garden,railway,kitchen,comet] [--streams 1] [--seconds S]
         [--output benchmarks/results/streaming/DEVICE]
 
@@ -122,7 +122,8 @@ def main() -> None:
     p = parser(__doc__)
     add_model_args(p)
     p.add_argument("--recordings", default="lecture,garden,railway,kitchen,comet")
-    p.add_argument("--min-chunk", type=float, default=1.0, help="StreamingOptions.min_chunk_s (default 1.0)")
+    p.add_argument("--min-chunk", type=float, default=StreamingOptions.min_chunk_s,
+                   help=f"StreamingOptions.min_chunk_s (default {StreamingOptions.min_chunk_s:g})")
     p.add_argument("--lookahead", type=float, default=0.5, help="StreamingOptions.lookahead_s (default 0.5)")
     p.add_argument("--streams", default="1", help="comma-separated stream counts; 1: accuracy and latency")
     p.add_argument("--seconds", type=float, default=None, help="capacity runs: each stream's first seconds")

@@ -121,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--language", default=None, help="language code or name (default: detect)")
     live.add_argument("--speed", type=_non_negative_float, default=1.0,
                       help="a file's pace: 1 real time (default), 2 twice as fast, 0 all at once")
-    live.add_argument("--min-chunk", type=_positive_float, default=1.0, metavar="SECONDS",
-                      help="new audio before the buffer is decoded again (default 1.0; shorter: text sooner, more "
-                           "decodes)")
+    live.add_argument("--min-chunk", type=_positive_float, default=None, metavar="SECONDS",
+                      help="new audio before the buffer is decoded again (default 0.8, StreamingOptions'; shorter: "
+                           "text sooner, more decodes)")
     live.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
                       help="decode only the speech Silero VAD finds in the buffer")
     add_compiled_argument(live)
@@ -613,7 +613,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from .streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, paced, pcm_chunks, run
     from .transcribe import TranscribeOptions
 
-    streaming = StreamingOptions(min_chunk_s=args.min_chunk)
+    streaming = StreamingOptions() if args.min_chunk is None else StreamingOptions(min_chunk_s=args.min_chunk)
     options = TranscribeOptions.from_kwargs(language=language_code(args.language) if args.language else None,
                                             vad_filter=args.vad_filter, temperature=0.0)  # see StreamingTranscriber
     if args.input == "-":

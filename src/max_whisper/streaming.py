@@ -37,7 +37,9 @@ _EDGE_S = 1.0  # with more audio than one window, words ending this close to the
 class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
-    min_chunk_s: float = 1.0  # new audio before the buffer is decoded again (a driver's pace)
+    # new audio before the buffer is decoded again (a driver's pace): 0.8 s keeps tiny.en's median commit latency
+    # under 2 s on a 2-core CPU at 1.0 s's WER (docs/measurements.md, issue 24)
+    min_chunk_s: float = 0.8
     # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
     # follows (measured: docs/measurements.md, issue 24).
@@ -274,7 +276,8 @@ class StreamingTranscriber:
         if length <= self.streaming.trim_s:
             return []
         done = self._committed_in_buffer
-        sentence_ends = [w["end"] for w in done if _ends_sentence(w)]
+        # only a cut that moves the buffer's start by a sample: one at the start would be taken again and again
+        sentence_ends = [w["end"] for w in done if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
         if sentence_ends:
             self._cut_at(sentence_ends[-1])
             return []
@@ -296,7 +299,10 @@ class StreamingTranscriber:
             self._audio = self._audio[n:]
             self._offset += n / SAMPLE_RATE
             cut = self._offset
-        self._committed_in_buffer = [w for w in self._committed_in_buffer if w["end"] > cut]
+        # the word cut at leaves too: the offset is counted in whole samples and summed, so it can fall a hair
+        # before that word's end, which kept the word (and its sentence end) in the buffer: a stream cut at it
+        # for ever without moving, committing nothing more (measured: docs/measurements.md, issue 24)
+        self._committed_in_buffer = [w for w in self._committed_in_buffer if w["end"] > max(cut, time_s)]
 
 
 def run(transcriber: StreamingTranscriber, chunks: Iterable[np.ndarray],
