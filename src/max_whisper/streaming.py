@@ -38,7 +38,7 @@ class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
     # new audio before the buffer is decoded again (a driver's pace): 0.8 s keeps tiny.en's median commit latency
-    # under 2 s on a 2-core CPU at 1.0 s's WER (docs/measurements.md, issue 24)
+    # (over all words) under 2 s on a 2-core CPU at 1.0 s's pooled WER (docs/measurements.md, issue 24)
     min_chunk_s: float = 0.8
     # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
