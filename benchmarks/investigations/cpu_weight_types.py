@@ -18,7 +18,6 @@ K-quants (Q4_K, Q6_K) take blocks of 256 along `in`, which tiny's 384 is not a m
 from __future__ import annotations
 
 import statistics
-import time
 
 import numpy as np
 from max import driver
@@ -27,7 +26,7 @@ from max.engine import InferenceSession
 from max.graph import DeviceRef, Graph, TensorType, ops
 from max.graph.ops.quantized import _packed_qmatmul, _repack_quantized_weights
 
-from benchmarks.common import parser
+from benchmarks.common import parser, seconds_per_call
 
 Q4_0_BLOCK = 32
 
@@ -76,15 +75,10 @@ def run_once(session: InferenceSession, name: str, types: list, build, value: np
     return session.load(g).execute(driver.Buffer.from_numpy(value))[0]
 
 
-def time_call(call, calls: int, repeats: int) -> float:  # noqa: ANN001
+def time_call(call, calls: int, repeats: int, device: driver.Device) -> float:  # noqa: ANN001
+    """The median of `repeats` runs of `calls` calls in a row, after one call."""
     call()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        runs.append((time.perf_counter() - start) / calls)
-    return statistics.median(runs)
+    return statistics.median(seconds_per_call(call, calls, device) for _ in range(repeats))
 
 
 def main() -> None:
@@ -95,7 +89,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     cpu = DeviceRef.CPU()
-    session = InferenceSession(devices=[driver.CPU()])
+    device = driver.CPU()
+    session = InferenceSession(devices=[device])
     rng = np.random.default_rng(0)
     for out_dim, in_dim in (tuple(map(int, s.split("x"))) for s in args.shapes.split(",")):
         w = (rng.standard_normal((out_dim, in_dim)) / np.sqrt(in_dim)).astype(np.float32)
@@ -118,7 +113,7 @@ def main() -> None:
                 model = session.load(g)
                 inputs = [driver.Buffer.from_numpy(x), weight]
                 y = model.execute(*inputs)[0].to_numpy()
-                seconds[form] = time_call(lambda m=model, i=inputs: m.execute(*i), args.calls, args.repeats)
+                seconds[form] = time_call(lambda m=model, i=inputs: m.execute(*i), args.calls, args.repeats, device)
                 error = float(np.abs(y.astype(np.float64) - exact).max() / np.abs(exact).max())
                 print(f"out {out_dim:5d} in {in_dim:4d} rows {rows:4d} {form:12s} {1e6 * seconds[form]:10.1f} us "
                       f"x{seconds['float32'] / seconds[form]:5.2f} of float32's speed  max rel diff {error:.1e}",

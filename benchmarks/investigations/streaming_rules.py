@@ -46,7 +46,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, _key
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -108,12 +108,7 @@ class ConfidentLookahead(StreamingTranscriber):
     threshold = 0.6
     unsure_lookahead_s = 2.0
 
-    def update(self) -> StreamUpdate:
-        words = self._decode()
-        reference = self._agreement_reference()
-        agreed = 0
-        while agreed < min(len(words), len(reference)) and _key(words[agreed]) == _key(reference[agreed]):
-            agreed += 1
+    def _heard_through(self, words: list[dict], agreed: int) -> int:
         ready = 0
         while ready < agreed:
             w = words[ready]
@@ -121,10 +116,7 @@ class ConfidentLookahead(StreamingTranscriber):
             if w["end"] > self._decoded_until - wait:
                 break
             ready += 1
-        committed = self._commit(words[:ready])
-        self._hypothesis = words[ready:]
-        committed += self._trim()
-        return StreamUpdate(committed, list(self._hypothesis))
+        return ready
 
 
 VARIANTS = {

@@ -156,17 +156,23 @@ class StreamingTranscriber:
         agreed = 0
         while agreed < min(len(words), len(reference)) and _key(words[agreed]) == _key(reference[agreed]):
             agreed += 1
-        heard_until = self._decoded_until - self.streaming.lookahead_s
-        while agreed and words[agreed - 1]["end"] > heard_until:
-            agreed -= 1
-        committed = self._commit(words[:agreed])
-        self._hypothesis = words[agreed:]
+        ready = self._heard_through(words, agreed)
+        committed = self._commit(words[:ready])
+        self._hypothesis = words[ready:]
         committed += self._trim()
         return StreamUpdate(committed, list(self._hypothesis))
 
     def _agreement_reference(self) -> list[dict]:
         """The words a new decode must agree with to commit them: the previous decode's after the committed."""
         return self._hypothesis
+
+    def _heard_through(self, words: list[dict], agreed: int) -> int:
+        """How many of the `agreed` first words to commit: up to the last one ending `lookahead_s` before the
+        end of the audio decoded."""
+        heard_until = self._decoded_until - self.streaming.lookahead_s
+        while agreed and words[agreed - 1]["end"] > heard_until:
+            agreed -= 1
+        return agreed
 
     def finish(self) -> StreamUpdate:
         """The end of the stream: what is left is decoded (one window at a time) and committed."""
