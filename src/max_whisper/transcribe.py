@@ -144,9 +144,10 @@ class TranscribeOptions:
                            best_of=self.best_of)
         return replace(self.decoding, prompt=prompt)
 
-    def needs_fallback(self, result: DecodingResult) -> bool:
-        """A decode too repetitive or too unsure, worth a try at the next temperature."""
-        if (self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold
+    def needs_fallback(self, result: DecodingResult, speech: bool = False) -> bool:
+        """A decode too repetitive or too unsure, worth a try at the next temperature (`speech`: the window is
+        known to hold speech, so a decode that looks like silence is retried too)."""
+        if (not speech and self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold
                 and self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold):
             return False  # silence: nothing better to find
         too_repetitive = (self.compression_ratio_threshold is not None
@@ -367,8 +368,8 @@ class Loop:
             results = self.model.decode_windows(mels, options.window_options(options.temperature[0], None),
                                                 prompts=prompts, frames=[size for _, (_, size) in active])
             for (stream, (seek, size)), mel, prompt, result in zip(active, mels, prompts, results):
-                if options.needs_fallback(result) and len(options.temperature) > 1:
-                    result = self.decode_with_fallback(mel, prompt, size, options.temperature[1:])
+                if options.needs_fallback(result, stream.speech) and len(options.temperature) > 1:
+                    result = self.decode_with_fallback(mel, prompt, size, options.temperature[1:], stream.speech)
                 stream.take(seek, size, result)
             steps += 1
         return self.result()
@@ -389,14 +390,14 @@ class Loop:
         return list(zip(points[::2], points[1::2]))
 
     def decode_with_fallback(self, mel: np.ndarray, prompt: list[int], frames: int,
-                             temperatures: tuple[float, ...]) -> DecodingResult:
+                             temperatures: tuple[float, ...], speech: bool) -> DecodingResult:
         """Decode one window [n_mels, 3000], `frames` of them audio, at each of `temperatures` in turn until
-        it passes the thresholds."""
+        it passes the thresholds (`speech`: as `needs_fallback` takes it)."""
         result = None
         for t in temperatures:
             options = self.options.window_options(t, prompt)
             result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
-            if not self.options.needs_fallback(result):
+            if not self.options.needs_fallback(result, speech):
                 break
         assert result is not None  # at least one temperature (TranscribeOptions checks)
         return result
@@ -416,13 +417,17 @@ class Stream:
     """One run of the sequential loop over its clips (mel frames): where it is, its text so far (the next
     window's prompt) and its segments. A `stretch` is one of the throughput mode's contiguous parts of the
     speech, read beside the others: its progress counts from its start, the speech before it (for the word
-    timings' rule) ends at its start, and no time it reports passes its end, where the next stretch begins."""
+    timings' rule) ends at its start, and no time it reports passes its end, where the next stretch begins.
+    A stretch is speech by the VAD that cut it, so none of its windows is skipped as likely silence (as
+    faster-whisper's batched pipeline keeps every chunk's text): a window decoded into a repetition loop, which
+    the no-speech rule took for silence, had dropped a minute of speech (docs/measurements.md, issue 23)."""
 
     def __init__(self, loop: Loop, clips: list[tuple[int, int]], stretch: bool = False):
         self.loop, self.clips = loop, clips
         self.clip, self.seek = 0, clips[0][0]
         self.origin = clips[0][0] if stretch else 0
         self.end_time = clips[-1][1] / FRAMES_PER_SECOND if stretch else None
+        self.speech = stretch
         self.tokens: list[int] = list(loop.initial_prompt_tokens)
         self.prompt_reset_since = 0
         self.segments: list[dict] = []
@@ -455,7 +460,7 @@ class Stream:
     def take(self, seek: int, size: int, result: DecodingResult) -> None:
         """A window's decode: its segments (with words), its text as the prompt, and where to go on."""
         options = self.loop.options
-        if options.is_no_speech(result):
+        if not self.speech and options.is_no_speech(result):
             self.seek = seek + size
             self.loop.report()
             return

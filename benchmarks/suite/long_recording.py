@@ -1,0 +1,45 @@
+"""One long recording for the throughput mode on a CPU: the lecture and the four espeak-ng readings of
+longform_texts one after another, 1 s of silence after each (513.7 s), written as 16-bit WAV with a refs.tsv
+that `max-whisper bench` reads.
+
+    python -m benchmarks.suite.long_recording --voices DIR --output DIR
+    max-whisper bench DIR/five.wav --backends max --devices cpu --batch-size 8 --runs 3
+
+`--voices`: where the espeak-ng readings are (made there first if missing; needs espeak-ng).
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import parser
+from benchmarks.suite.streaming import recordings
+from max_whisper.audio import SAMPLE_RATE
+
+NAMES = ("lecture", "garden", "railway", "kitchen", "comet")
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--voices", type=Path, required=True, metavar="DIR")
+    p.add_argument("--output", type=Path, required=True, metavar="DIR")
+    args = p.parse_args()
+    parts = recordings(list(NAMES), args.voices)
+    gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([x for samples, _ in parts.values() for x in (samples, gap)])
+    args.output.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(args.output / "five.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(SAMPLE_RATE)
+        f.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    reference = " ".join(" ".join(text.split()) for _, text in parts.values())
+    (args.output / "refs.tsv").write_text(f"file\treference\nfive.wav\t{reference}\n")
+    print(f"{args.output / 'five.wav'}: {audio.size / SAMPLE_RATE:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
