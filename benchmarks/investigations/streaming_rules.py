@@ -23,7 +23,12 @@ Variants:
 - confident: a word under probability 0.6 waits for 2 s of audio after it, the others for lookahead_s (the
   prefix committed stops at the first word still waiting);
 - long_prompt, prompt_1000: prompt_chars 600, 1000 (openai-whisper conditions a window on up to 223 tokens of
-  the text before it; 1000 characters of English are about 200).
+  the text before it; 1000 characters of English are about 200);
+- keep_sentence: whisper_streaming's trim (cut at the second-last committed sentence end);
+- first_words_5, first_words_8: nothing committed at the stream's start before 5 or 8 s of audio;
+  context_5: no buffer commits before it holds 5 s;
+- sliding_20, sliding_15: the buffer cut from 24 (20) s at the first committed sentence end leaving at most
+  20 (15) s, so new words are read with that much audio before them.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
 rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it.
@@ -46,7 +51,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, _ends_sentence
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -119,6 +124,70 @@ class ConfidentLookahead(StreamingTranscriber):
         return ready
 
 
+class KeepSentence(StreamingTranscriber):
+    """whisper_streaming's trim: a buffer over `trim_s` is cut at the end of its second-last committed sentence,
+    so that the last committed sentence stays in the buffer as audio context for the words after it (the
+    shipped rule cuts after the last one, and the next words are decoded from a few seconds of audio)."""
+
+    def _trim(self) -> list[dict]:
+        if self.buffer_s <= self.streaming.trim_s:
+            return []
+        ends = [w["end"] for w in self._committed_in_buffer
+                if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+        if len(ends) >= 2 or self.buffer_s > self.streaming.max_buffer_s:
+            if len(ends) >= 2:
+                self._cut_at(ends[-2])
+                return []
+            return super()._trim()
+        return []
+
+
+class FirstWords(StreamingTranscriber):
+    """Nothing is committed from a decode that read less than `context_s` of audio: at the stream's start only
+    (`everywhere` False: the first words, decoded from a second or two of audio without a prompt), or in every
+    buffer (after each cut too)."""
+
+    context_s = 5.0
+    everywhere = False
+
+    def _heard_through(self, words: list[dict], agreed: int) -> int:
+        short = self._decoded_until - self._offset < self.context_s
+        if short and (self.everywhere or self._offset == 0):
+            return 0
+        return super()._heard_through(words, agreed)
+
+
+class FirstWords8(FirstWords):
+    context_s = 8.0
+
+
+class Context5(FirstWords):
+    everywhere = True
+
+
+class Sliding(StreamingTranscriber):
+    """The buffer keeps up to `keep_s` of audio before its end: once over `trim_s`, it is cut at the first
+    committed sentence end that leaves at most `keep_s` (else as shipped), so new words are read with up to that
+    much audio of the same speaker before them, not from the few seconds left after a cut at the last sentence."""
+
+    keep_s = 20.0
+
+    def _trim(self) -> list[dict]:
+        if self.buffer_s <= self.streaming.trim_s:
+            return []
+        end = self._offset + self.buffer_s
+        ends = [w["end"] for w in self._committed_in_buffer
+                if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE and end - w["end"] <= self.keep_s]
+        if ends:
+            self._cut_at(ends[0])
+            return []
+        return super()._trim()
+
+
+class Sliding15(Sliding):
+    keep_s = 15.0
+
+
 VARIANTS = {
     "shipped": (StreamingTranscriber, {}),
     "long_buffer": (StreamingTranscriber, {"trim_s": 25.0, "max_buffer_s": 28.0}),
@@ -134,6 +203,12 @@ VARIANTS = {
     "confident": (ConfidentLookahead, {}),
     "long_prompt": (StreamingTranscriber, {"prompt_chars": 600}),
     "prompt_1000": (StreamingTranscriber, {"prompt_chars": 1000}),
+    "keep_sentence": (KeepSentence, {}),
+    "first_words_5": (FirstWords, {}),
+    "first_words_8": (FirstWords8, {}),
+    "context_5": (Context5, {}),
+    "sliding_20": (Sliding, {"trim_s": 24.0, "max_buffer_s": 28.0}),
+    "sliding_15": (Sliding15, {"trim_s": 20.0, "max_buffer_s": 28.0}),
 }
 
 
