@@ -51,7 +51,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, _ends_sentence
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, ends_sentence
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -133,11 +133,11 @@ class KeepSentence(StreamingTranscriber):
         if self.buffer_s <= self.streaming.trim_s:
             return []
         ends = [w["end"] for w in self._committed_in_buffer
-                if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
-        if len(ends) >= 2 or self.buffer_s > self.streaming.max_buffer_s:
-            if len(ends) >= 2:
-                self._cut_at(ends[-2])
-                return []
+                if ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+        if len(ends) >= 2:
+            self._cut_at(ends[-2])
+            return []
+        if self.buffer_s > self.streaming.max_buffer_s:  # the shipped rule: the last sentence, word or forced cut
             return super()._trim()
         return []
 
@@ -177,7 +177,7 @@ class Sliding(StreamingTranscriber):
             return []
         end = self._offset + self.buffer_s
         ends = [w["end"] for w in self._committed_in_buffer
-                if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE and end - w["end"] <= self.keep_s]
+                if ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE and end - w["end"] <= self.keep_s]
         if ends:
             self._cut_at(ends[0])
             return []

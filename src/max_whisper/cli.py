@@ -173,7 +173,7 @@ def add_decoding_arguments(t: argparse.ArgumentParser) -> None:
                    help="a text less likely than this mean log probability fails (default -1.0; 'none': off)")
     t.add_argument("--no-speech-threshold", "--no_speech_threshold", type=_float_or_none, default=0.6,
                    help="a window more likely silence than this, and failing --logprob-threshold, is skipped "
-                        "(default 0.6; 'none': off)")
+                        "(not with --batch-size, whose windows VAD found speech in; default 0.6; 'none': off)")
     t.add_argument("--without-timestamps", action="store_true", help="decode without timestamp tokens")
     t.add_argument("--clip-timestamps", "--clip_timestamps", default="0", metavar="START,END,...",
                    help="only these stretches, in seconds (an open last end: to the end; default 0: all)")

@@ -83,7 +83,7 @@ def words_text(words: list[dict]) -> str:
     return "".join(w["word"] for w in words)
 
 
-def _ends_sentence(word: dict) -> bool:
+def ends_sentence(word: dict) -> bool:
     return word["word"].rstrip().endswith(SENTENCE_ENDS)
 
 
@@ -195,7 +195,7 @@ class StreamingTranscriber:
         for i, word in enumerate(self.committed):
             current.append(word)
             following = self.committed[i + 1] if i + 1 < len(self.committed) else None
-            if following is None or _ends_sentence(word) or following["start"] - word["end"] >= 2.0:
+            if following is None or ends_sentence(word) or following["start"] - word["end"] >= 2.0:
                 segments.append({"id": len(segments), "start": current[0]["start"], "end": current[-1]["end"],
                                  "text": words_text(current), "words": current})
                 current = []
@@ -283,7 +283,7 @@ class StreamingTranscriber:
             return []
         done = self._committed_in_buffer
         # only a cut that moves the buffer's start by a sample: one at the start would be taken again and again
-        sentence_ends = [w["end"] for w in done if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+        sentence_ends = [w["end"] for w in done if ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
         if sentence_ends:
             self._cut_at(sentence_ends[-1])
             return []

@@ -57,7 +57,8 @@ class TranscribeOptions:
     temperature: tuple[float, ...] = DEFAULT_TEMPERATURES  # tried in turn while a decode fails the thresholds
     compression_ratio_threshold: float | None = 2.4  # a more repetitive text fails
     logprob_threshold: float | None = -1.0  # a less likely text fails
-    no_speech_threshold: float | None = 0.6  # with logprob_threshold: a window that is likely silence is skipped
+    # with logprob_threshold: a window that is likely silence is skipped (not in the throughput mode: VAD found speech)
+    no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
     # Throughput mode: the speech (VAD regions, merged into windows of at most 30 s as faster-whisper's batched
@@ -144,7 +145,7 @@ class TranscribeOptions:
                            best_of=self.best_of)
         return replace(self.decoding, prompt=prompt)
 
-    def needs_fallback(self, result: DecodingResult, speech: bool = False) -> bool:
+    def needs_fallback(self, result: DecodingResult, speech: bool) -> bool:
         """A decode too repetitive or too unsure, worth a try at the next temperature (`speech`: the window is
         known to hold speech, so a decode that looks like silence is retried too)."""
         if (not speech and self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold
