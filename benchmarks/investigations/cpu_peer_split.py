@@ -18,24 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from benchmarks.common import SPEECH, add_model_args, command, machine, parser
+from benchmarks.common import SPEECH, add_model_args, command, machine, parser, timed
 from max_whisper import load_audio
 from max_whisper.audio import N_SAMPLES, SAMPLE_RATE, pad_or_trim
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(call, repeats)[1])
 
 
 def max_parts(args: argparse.Namespace, windows: list[np.ndarray]) -> tuple[list[dict], dict | None]:
@@ -49,19 +43,18 @@ def max_parts(args: argparse.Namespace, windows: list[np.ndarray]) -> tuple[list
     out = []
     for audio in windows:
         mel = log_mel_spectrogram(pad_or_trim(audio), model.dims.n_mels)
-        model.decode(mel, options)  # warm-up
-        encoder = median_seconds(lambda: model.embed_audio(mel[None]), args.repeats)
-        result = model.decode(mel, options)
+        result, seconds = timed(lambda: model.decode(mel, options), args.repeats, warmup=1)
         assert not isinstance(result, list)
-        whole = median_seconds(lambda: model.decode(mel, options), args.repeats)
+        whole = statistics.median(seconds)
+        encoder = median_seconds(lambda: model.embed_audio(mel[None]), args.repeats)
         out.append({"encoder_s": encoder, "decode_s": whole - encoder, "tokens": len(result.tokens)})
     batched = None
     if args.rows > 1:  # the throughput mode's step: the windows decoded together, one row each
         mels = np.stack([log_mel_spectrogram(pad_or_trim(a), model.dims.n_mels) for a in windows[: args.rows]])
-        model.decode_windows(mels, options)  # warm-up (compiles nothing new: the general step graph)
+        results, seconds = timed(lambda: model.decode_windows(mels, options), args.repeats, warmup=1)
+        whole = statistics.median(seconds)
+        tokens = [len(r.tokens) for r in results]
         encoder = median_seconds(lambda: model.embed_audio(mels), args.repeats)
-        tokens = [len(r.tokens) for r in model.decode_windows(mels, options)]
-        whole = median_seconds(lambda: model.decode_windows(mels, options), args.repeats)
         batched = {"rows": len(mels), "encoder_s": encoder, "decode_s": whole - encoder, "steps": max(tokens),
                    "tokens": sum(tokens), "decode_ms_per_token": round(1000 * (whole - encoder) / sum(tokens), 3)}
     return out, batched
@@ -87,11 +80,10 @@ def faster_whisper_parts(args: argparse.Namespace, windows: list[np.ndarray], co
                                      return_no_speech_prob=True, suppress_blank=True, suppress_tokens=suppressed,
                                      max_initial_timestamp_index=50)[0]
 
-        generate(fw.encode(features))  # warm-up
+        result, seconds = timed(lambda: generate(fw.encode(features)), args.repeats, warmup=1)
+        whole = statistics.median(seconds)
         encoder = median_seconds(lambda: fw.encode(features), args.repeats)
-        tokens = generate(fw.encode(features)).sequences_ids[0]
-        whole = median_seconds(lambda: generate(fw.encode(features)), args.repeats)
-        out.append({"encoder_s": encoder, "decode_s": whole - encoder, "tokens": len(tokens)})
+        out.append({"encoder_s": encoder, "decode_s": whole - encoder, "tokens": len(result.sequences_ids[0])})
     return out
 
 

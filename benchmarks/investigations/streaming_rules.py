@@ -51,7 +51,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, ends_sentence
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -132,8 +132,7 @@ class KeepSentence(StreamingTranscriber):
     def _trim(self) -> list[dict]:
         if self.buffer_s <= self.streaming.trim_s:
             return []
-        ends = [w["end"] for w in self._committed_in_buffer
-                if ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+        ends = self._sentence_ends()
         if len(ends) >= 2:
             self._cut_at(ends[-2])
             return []
@@ -176,8 +175,7 @@ class Sliding(StreamingTranscriber):
         if self.buffer_s <= self.streaming.trim_s:
             return []
         end = self._offset + self.buffer_s
-        ends = [w["end"] for w in self._committed_in_buffer
-                if ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE and end - w["end"] <= self.keep_s]
+        ends = [e for e in self._sentence_ends() if end - e <= self.keep_s]
         if ends:
             self._cut_at(ends[0])
             return []

@@ -13,14 +13,13 @@ seconds and WER into DIR/transcribe.json.
 
 from __future__ import annotations
 
-import time
-import wave
+import statistics
 from pathlib import Path
 
 import numpy as np
 
 import max_whisper as mw
-from benchmarks.common import command, machine, parser, write_json
+from benchmarks.common import command, machine, parser, timed, write_json, write_wav
 from benchmarks.suite.streaming import recordings
 from max_whisper.audio import SAMPLE_RATE
 from max_whisper.bench import word_error_rate
@@ -38,11 +37,7 @@ def main() -> None:
     gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
     audio = np.concatenate([x for samples, _ in parts.values() for x in (samples, gap)])
     args.output.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(args.output / "five.wav"), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(SAMPLE_RATE)
-        f.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    write_wav(args.output / "five.wav", audio)
     reference = " ".join(" ".join(text.split()) for _, text in parts.values())
     (args.output / "refs.tsv").write_text(f"file\treference\nfive.wav\t{reference}\n")
     print(f"{args.output / 'five.wav'}: {audio.size / SAMPLE_RATE:.1f} s")
@@ -50,10 +45,8 @@ def main() -> None:
         model = mw.load_model("tiny.en", device="cpu")
         rows = []
         for batch_size in (None, args.transcribe):
-            model.transcribe(audio, batch_size=batch_size)  # warm-up
-            start = time.perf_counter()
-            text = model.transcribe(audio, batch_size=batch_size)["text"]
-            seconds = time.perf_counter() - start
+            result, runs = timed(lambda: model.transcribe(audio, batch_size=batch_size), 1, warmup=1)
+            text, seconds = result["text"], statistics.median(runs)
             rows.append({"batch_size": batch_size, "seconds": round(seconds, 3),
                          "wer": round(word_error_rate([reference], [text])[0], 2), "text": text})
             print(f"batch_size {batch_size}: {seconds:.2f} s, WER {rows[-1]['wer']:.2f} %", flush=True)

@@ -83,7 +83,7 @@ def words_text(words: list[dict]) -> str:
     return "".join(w["word"] for w in words)
 
 
-def ends_sentence(word: dict) -> bool:
+def _ends_sentence(word: dict) -> bool:
     return word["word"].rstrip().endswith(SENTENCE_ENDS)
 
 
@@ -195,7 +195,7 @@ class StreamingTranscriber:
         for i, word in enumerate(self.committed):
             current.append(word)
             following = self.committed[i + 1] if i + 1 < len(self.committed) else None
-            if following is None or ends_sentence(word) or following["start"] - word["end"] >= 2.0:
+            if following is None or _ends_sentence(word) or following["start"] - word["end"] >= 2.0:
                 segments.append({"id": len(segments), "start": current[0]["start"], "end": current[-1]["end"],
                                  "text": words_text(current), "words": current})
                 current = []
@@ -282,8 +282,7 @@ class StreamingTranscriber:
         if length <= self.streaming.trim_s:
             return []
         done = self._committed_in_buffer
-        # only a cut that moves the buffer's start by a sample: one at the start would be taken again and again
-        sentence_ends = [w["end"] for w in done if ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+        sentence_ends = self._sentence_ends()
         if sentence_ends:
             self._cut_at(sentence_ends[-1])
             return []
@@ -298,6 +297,12 @@ class StreamingTranscriber:
         self._commit(forced)
         self._cut_at(forced[-1]["end"] if forced else keep_from)
         return forced
+
+    def _sentence_ends(self) -> list[float]:
+        """The ends of the buffer's committed sentences that a cut can move its start to: by a sample at least
+        (a cut at the start would be taken again and again)."""
+        return [w["end"] for w in self._committed_in_buffer
+                if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
 
     def _cut_at(self, time_s: float) -> None:
         with self._lock:
