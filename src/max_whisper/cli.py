@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--dtype", default="auto", choices=DTYPES)
     live.add_argument("--language", default=None, help="language code or name (default: detect)")
     live.add_argument("--speed", type=_non_negative_float, default=1.0,
-                      help="a file's pace: 1 real time (default), 2 twice as fast, 0 all at once")
+                      help="a file's pace: 1 real time (default), 2 twice as fast; 0 as fast as it decodes, "
+                           "each --min-chunk of audio decoded as it would be live (the same text every run)")
     live.add_argument("--min-chunk", type=_positive_float, default=None, metavar="SECONDS",
                       help="new audio before the buffer is decoded again (default 0.8, StreamingOptions'; shorter: "
                            "text sooner, more decodes)")
@@ -610,16 +611,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_live(args: argparse.Namespace) -> int:
     from .backends import load_model
     from .engine import WhisperModel
-    from .streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, paced, pcm_chunks, run
+    from .streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, paced, pcm_chunks, replay, run
     from .transcribe import TranscribeOptions
 
     streaming = StreamingOptions() if args.min_chunk is None else StreamingOptions(min_chunk_s=args.min_chunk)
     options = TranscribeOptions.from_kwargs(language=language_code(args.language) if args.language else None,
                                             vad_filter=args.vad_filter, temperature=0.0)  # see StreamingTranscriber
-    if args.input == "-":
-        chunks: Iterator[np.ndarray] = pcm_chunks(sys.stdin.buffer)
-    else:
-        chunks = paced(load_audio(Path(args.input)), args.speed)
+    audio = None if args.input == "-" else load_audio(Path(args.input))
     model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
     assert isinstance(model, WhisperModel)  # the max backend
     transcriber = StreamingTranscriber(model, options, streaming)
@@ -635,7 +633,12 @@ def cmd_live(args: argparse.Namespace) -> int:
             print(f"\033[2m{update.tentative_text.strip()[-150:]}\033[0m", end="", file=sys.stderr, flush=True)
 
     try:
-        run(transcriber, chunks, show)
+        if audio is None:
+            run(transcriber, pcm_chunks(sys.stdin.buffer), show)
+        elif args.speed > 0:
+            run(transcriber, paced(audio, args.speed), show)
+        else:
+            replay(transcriber, audio, show)
     except KeyboardInterrupt:  # the usual way to end a live session: what was heard is still committed
         show(transcriber.finish())
     return 0

@@ -9,8 +9,9 @@ times: at the end of a committed sentence once it is longer than `trim_s`, so me
 update stay bounded over hours. The committed text before the buffer is the prompt.
 
 `StreamingTranscriber` does the bookkeeping and is driven by its caller (`feed`, `update`, `finish`); `run`
-drives one from a source of chunks in real time (the CLI's `max-whisper live`); the server drives one per
-WebSocket connection, the streams' windows decoded together by its batcher.
+drives one from a source of chunks in real time (the CLI's `max-whisper live`), `replay` from a recording on
+simulated time (`live --speed 0`); the server drives one per WebSocket connection, the streams' windows decoded
+together by its batcher.
 """
 
 from __future__ import annotations
@@ -354,17 +355,30 @@ def run(transcriber: StreamingTranscriber, chunks: Iterable[np.ndarray],
     return transcriber.result()
 
 
+def replay(transcriber: StreamingTranscriber, audio: np.ndarray,
+           on_update: Callable[[StreamUpdate], None]) -> dict:
+    """A recording streamed on simulated time, as fast as the decodes go: fed `min_chunk_s` at a time and
+    decoded after each, so the updates fall where a live source's would if every decode kept up, and every
+    run gives the same text (with `run`, where the decodes fall depends on how fast the chunks arrive).
+    Returns the transcript (`StreamingTranscriber.result`)."""
+    step = max(1, round(transcriber.streaming.min_chunk_s * SAMPLE_RATE))
+    for first in range(0, audio.size, step):
+        transcriber.feed(audio[first:first + step])
+        on_update(transcriber.update())
+    on_update(transcriber.finish())
+    return transcriber.result()
+
+
 def paced(audio: np.ndarray, speed: float = 1.0, chunk_s: float = 0.1) -> Iterator[np.ndarray]:
-    """A recording's chunks as a live source gives them: each when the time it ends has come (at `speed`
-    times real time; 0: all at once)."""
+    """A recording's chunks as a live source gives them: each when the time it ends has come, at `speed` (> 0)
+    times real time."""
     step = max(1, round(chunk_s * SAMPLE_RATE))
     start = time.perf_counter()
     for first in range(0, audio.size, step):
         chunk = audio[first:first + step]
-        if speed > 0:
-            delay = start + (first + chunk.size) / SAMPLE_RATE / speed - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+        delay = start + (first + chunk.size) / SAMPLE_RATE / speed - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
         yield chunk
 
 
