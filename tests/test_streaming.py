@@ -109,7 +109,8 @@ def test_a_cut_at_a_sentence_end_lets_the_buffer_move_on(tiny):
     and a cut that would not move the start is not taken."""
     transcriber = StreamingTranscriber(tiny, OPTIONS)
     start = 27.8 - 1e-12
-    transcriber._offset, transcriber._audio = start, np.zeros(round(26.0 * 16000), dtype=np.float32)
+    over_max = round((transcriber.streaming.max_buffer_s + 1.0) * 16000)
+    transcriber._offset, transcriber._audio = start, np.zeros(over_max, dtype=np.float32)
     sentence = _words("a spectrum.", 27.0)
     sentence[-1]["end"] = 27.8
     later = _words("we slide a short window along the signal and measure how much energy falls", 28.1)
@@ -121,6 +122,24 @@ def test_a_cut_at_a_sentence_end_lets_the_buffer_move_on(tiny):
     transcriber._offset, transcriber._committed_in_buffer = start, list(sentence)
     transcriber._cut_at(27.8)
     assert transcriber._committed_in_buffer == []
+
+
+def test_a_cut_keeps_up_to_keep_s_of_the_buffer_as_context(tiny):
+    """Over trim_s, the buffer is cut at the first committed sentence end that leaves at most keep_s of it;
+    where none does, at the last one."""
+    def trimmed(keep_s: float, sentence_ends: list[float]) -> float:
+        transcriber = StreamingTranscriber(tiny, OPTIONS, StreamingOptions(trim_s=24.0, keep_s=keep_s))
+        transcriber._audio = np.zeros(25 * 16000, dtype=np.float32)  # the buffer: 0-25 s
+        words = _words(" ".join(["word."] * len(sentence_ends)), 0.0)
+        for word, end in zip(words, sentence_ends):
+            word.update(start=end - 0.3, end=end)
+        transcriber.committed, transcriber._committed_in_buffer = list(words), list(words)
+        transcriber._trim()
+        return transcriber._offset
+
+    assert trimmed(20.0, [3.0, 4.5, 9.0, 16.0]) == pytest.approx(9.0)  # leaves 16 s; 4.5 would leave 20.5
+    assert trimmed(20.0, [2.0, 4.0]) == pytest.approx(4.0)  # none leaves 20 s or less: the last one
+    assert trimmed(0.0, [3.0, 9.0, 16.0]) == pytest.approx(16.0)  # keep_s 0: the last sentence end
 
 
 def test_silence_stays_bounded_and_writes_nothing(tiny):
@@ -135,6 +154,8 @@ def test_options_are_checked():
         StreamingOptions(trim_s=40.0)
     with pytest.raises(WhisperError, match="min_chunk_s"):
         StreamingOptions(min_chunk_s=0)
+    with pytest.raises(WhisperError, match="keep_s"):
+        StreamingOptions(keep_s=24.0)
 
 
 def test_pcm_chunks_from_a_pipe():

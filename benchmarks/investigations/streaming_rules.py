@@ -9,8 +9,9 @@ through one batcher.
 Per variant and recording: WER of the final transcript, the offline transcript's WER (the transcribe defaults
 with word timestamps, as benchmarks.suite.streaming), decodes, and the algorithmic latency of each committed
 word (the audio fed when it was committed less its end; a real device adds its decode time).
-Variants:
+Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFORE):
 - shipped: StreamingOptions' defaults;
+- before: the buffer rule before keep_s (cut at the last committed sentence end once over 15 s);
 - long_buffer: trim_s 25, max_buffer_s 28 (cut less often: more context per decode, more tokens per decode);
 - older_agreement: a word is committed when the new hypothesis agrees with the last one made from at least
   1 s less audio (not the one just before, 0.3 s less, which sees nearly the same audio and repeats its errors);
@@ -28,7 +29,8 @@ Variants:
 - first_words_5, first_words_8: nothing committed at the stream's start before 5 or 8 s of audio;
   context_5: no buffer commits before it holds 5 s;
 - sliding_20, sliding_15: the buffer cut from 24 (20) s at the first committed sentence end leaving at most
-  20 (15) s, so new words are read with that much audio before them.
+  20 (15) s, so new words are read with that much audio before them (sliding_20 is now shipped: keep_s);
+- sliding_20_prompt_600: sliding_20 with prompt_chars 600.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
 rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it.
@@ -164,49 +166,33 @@ class Context5(FirstWords):
     everywhere = True
 
 
-class Sliding(StreamingTranscriber):
-    """The buffer keeps up to `keep_s` of audio before its end: once over `trim_s`, it is cut at the first
-    committed sentence end that leaves at most `keep_s` (else as shipped), so new words are read with up to that
-    much audio of the same speaker before them, not from the few seconds left after a cut at the last sentence."""
-
-    keep_s = 20.0
-
-    def _trim(self) -> list[dict]:
-        if self.buffer_s <= self.streaming.trim_s:
-            return []
-        end = self._offset + self.buffer_s
-        ends = [e for e in self._sentence_ends() if end - e <= self.keep_s]
-        if ends:
-            self._cut_at(ends[0])
-            return []
-        return super()._trim()
-
-
-class Sliding15(Sliding):
-    keep_s = 15.0
-
-
+# The buffer rule all variants but shipped and sliding_* were measured with (StreamingOptions before keep_s): cut
+# at the last committed sentence end once over 15 s, at the last committed word over 25 s.
+BEFORE = {"trim_s": 15.0, "keep_s": 0.0, "max_buffer_s": 25.0}
 VARIANTS = {
     "shipped": (StreamingTranscriber, {}),
-    "long_buffer": (StreamingTranscriber, {"trim_s": 25.0, "max_buffer_s": 28.0}),
-    "older_agreement": (OlderAgreement, {}),
-    "older_agreement_0.6": (OlderAgreementShort, {}),
-    "both": (OlderAgreement, {"trim_s": 25.0, "max_buffer_s": 28.0}),
-    "lookahead_1": (StreamingTranscriber, {"lookahead_s": 1.0}),
-    "quiet_cut": (QuietCut, {}),
-    "lookahead_0.3": (StreamingTranscriber, {"lookahead_s": 0.3}),
-    "lookahead_3": (StreamingTranscriber, {"lookahead_s": 3.0}),
-    "lookahead_4.5": (StreamingTranscriber, {"lookahead_s": 4.5}),
-    "long_lookahead_4.5": (StreamingTranscriber, {"lookahead_s": 4.5, "trim_s": 25.0, "max_buffer_s": 28.0}),
-    "confident": (ConfidentLookahead, {}),
-    "long_prompt": (StreamingTranscriber, {"prompt_chars": 600}),
-    "prompt_1000": (StreamingTranscriber, {"prompt_chars": 1000}),
-    "keep_sentence": (KeepSentence, {}),
-    "first_words_5": (FirstWords, {}),
-    "first_words_8": (FirstWords8, {}),
-    "context_5": (Context5, {}),
-    "sliding_20": (Sliding, {"trim_s": 24.0, "max_buffer_s": 28.0}),
-    "sliding_15": (Sliding15, {"trim_s": 20.0, "max_buffer_s": 28.0}),
+    "before": (StreamingTranscriber, BEFORE),
+    "long_buffer": (StreamingTranscriber, {**BEFORE, "trim_s": 25.0, "max_buffer_s": 28.0}),
+    "older_agreement": (OlderAgreement, BEFORE),
+    "older_agreement_0.6": (OlderAgreementShort, BEFORE),
+    "both": (OlderAgreement, {**BEFORE, "trim_s": 25.0, "max_buffer_s": 28.0}),
+    "lookahead_1": (StreamingTranscriber, {**BEFORE, "lookahead_s": 1.0}),
+    "quiet_cut": (QuietCut, BEFORE),
+    "lookahead_0.3": (StreamingTranscriber, {**BEFORE, "lookahead_s": 0.3}),
+    "lookahead_3": (StreamingTranscriber, {**BEFORE, "lookahead_s": 3.0}),
+    "lookahead_4.5": (StreamingTranscriber, {**BEFORE, "lookahead_s": 4.5}),
+    "long_lookahead_4.5": (StreamingTranscriber, {**BEFORE, "lookahead_s": 4.5, "trim_s": 25.0, "max_buffer_s": 28.0}),
+    "confident": (ConfidentLookahead, BEFORE),
+    "long_prompt": (StreamingTranscriber, {**BEFORE, "prompt_chars": 600}),
+    "prompt_1000": (StreamingTranscriber, {**BEFORE, "prompt_chars": 1000}),
+    "keep_sentence": (KeepSentence, BEFORE),
+    "first_words_5": (FirstWords, BEFORE),
+    "first_words_8": (FirstWords8, BEFORE),
+    "context_5": (Context5, BEFORE),
+    "sliding_20": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0}),
+    "sliding_15": (StreamingTranscriber, {"trim_s": 20.0, "keep_s": 15.0, "max_buffer_s": 28.0}),
+    "sliding_20_prompt_600": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0,
+                                                     "prompt_chars": 600}),
 }
 
 

@@ -5,8 +5,9 @@ Macháček et al. 2023): after each decode, the words that this hypothesis and t
 order from the start and up to `lookahead_s` before the end of the audio read, are committed (final, never
 revised); the rest is the tentative tail. Words carry word timestamps (the aligner); a new hypothesis is
 matched against what is already committed by its words' text and times, and the buffer is cut by their
-times: at the end of a committed sentence once it is longer than `trim_s`, so memory and the cost of an
-update stay bounded over hours. The committed text before the buffer is the prompt.
+times: at the end of a committed sentence once it is longer than `trim_s`, keeping up to `keep_s` of it as the
+context of the words to come, so memory and the cost of an update stay bounded over hours. The committed text
+before the buffer is the prompt.
 
 `StreamingTranscriber` does the bookkeeping and is driven by its caller (`feed`, `update`, `finish`); `run`
 drives one from a source of chunks in real time (the CLI's `max-whisper live`), `replay` from a recording on
@@ -38,15 +39,20 @@ _EDGE_S = 1.0  # with more audio than one window, words ending this close to the
 class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
-    # new audio before the buffer is decoded again (a driver's pace): 0.8 s keeps tiny.en's median commit latency
-    # (over all words) under 2 s on a 2-core CPU at 1.0 s's pooled WER (docs/measurements.md, issue 24)
+    # new audio before the buffer is decoded again (a driver's pace): at 0.8 s tiny.en's median commit latency
+    # (over all words) is about 2 s on a 2-core CPU, at 1.0 s's pooled WER (docs/measurements.md, issue 24)
     min_chunk_s: float = 0.8
     # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
     # follows (measured: docs/measurements.md, issue 24).
     lookahead_s: float = 0.5
-    trim_s: float = 15.0  # a longer buffer is cut after its last committed sentence
-    max_buffer_s: float = 25.0  # a longer buffer is cut after its last committed word, or forced (below)
+    # A buffer over trim_s is cut at the first committed sentence end that leaves at most keep_s of it (the last
+    # one if none does): new words are then read with up to keep_s of the speech before them, where a cut at
+    # the last sentence end (keep_s 0) left a few seconds, and words in a buffer's first seconds were read
+    # wrong twice as often (docs/measurements.md, issue 24).
+    trim_s: float = 24.0
+    keep_s: float = 20.0
+    max_buffer_s: float = 28.0  # a longer buffer is cut after its last committed word, or forced (below)
     prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt
 
     def __post_init__(self) -> None:
@@ -57,6 +63,8 @@ class StreamingOptions:
         if not 0 < self.trim_s <= self.max_buffer_s <= WINDOW_S - _EDGE_S:
             raise WhisperError(f"need 0 < trim_s <= max_buffer_s <= {WINDOW_S - _EDGE_S:g} s, got "
                                f"{self.trim_s} and {self.max_buffer_s}")
+        if not 0 <= self.keep_s < self.trim_s:
+            raise WhisperError(f"need 0 <= keep_s < trim_s, got {self.keep_s} and {self.trim_s}")
         if self.max_buffer_s <= _FORCED_KEEP_S:
             raise WhisperError(f"max_buffer_s must be over {_FORCED_KEEP_S:g} s, got {self.max_buffer_s}")
         if self.prompt_chars < 0:
@@ -276,16 +284,18 @@ class StreamingTranscriber:
         return words
 
     def _trim(self) -> list[dict]:
-        """Cut the buffer after its last committed sentence once it is over `trim_s`; over `max_buffer_s`,
-        after its last committed word, or (none) keep its last seconds, committing the tentative words
-        before them. Returns the words so committed."""
+        """Cut the buffer once it is over `trim_s`: at the first committed sentence end that leaves at most
+        `keep_s` of it, else the last one; over `max_buffer_s` without one, after its last committed word, or
+        (none) keep its last seconds, committing the tentative words before them. Returns the words so
+        committed."""
         length = self.buffer_s
         if length <= self.streaming.trim_s:
             return []
         done = self._committed_in_buffer
         sentence_ends = self._sentence_ends()
         if sentence_ends:
-            self._cut_at(sentence_ends[-1])
+            end = self._offset + length
+            self._cut_at(next((e for e in sentence_ends if end - e <= self.streaming.keep_s), sentence_ends[-1]))
             return []
         if length <= self.streaming.max_buffer_s:
             return []
