@@ -218,6 +218,43 @@ def test_batched_streams_condition_each_window_on_its_stream(tiny, lecture, monk
     assert not set(map(tuple, first[1:])) & set(map(tuple, second[1:]))  # each its own text
 
 
+@pytest.mark.parametrize("batch_size", [2, None])
+def test_a_looped_throughput_window_is_read_again_without_its_streams_text(tiny, lecture, monkeypatch, batch_size):
+    """At temperature 0 alone, a throughput stream's window still repetitive (a loop its prompt carried: 20 s of
+    one recording's text) is decoded once more without the stream's text, and that text is kept when it is not
+    repetitive; the sequential loop (openai-whisper's rules) keeps the loop. The first window decoded after
+    its own text is decoded for real, its compression ratio made that of a loop."""
+    decode = tiny.decode_windows
+    window: list[np.ndarray] = []  # the window made to look looped
+    retried: list[list[int]] = []  # the tokens of its context-free decode
+
+    def looped(mels, options, prompts=None, frames=None):
+        results = decode(mels, options, prompts=prompts, frames=frames)
+        rows = prompts if prompts is not None else [options.prompt] * len(mels)
+        if not window and any(rows):
+            k = next(i for i, p in enumerate(rows) if p)
+            window.append(mels[k].copy())
+            results[k] = replace(results[k], compression_ratio=3.0)
+        elif window and len(mels) == 1 and not options.prompt and prompts is None and np.array_equal(mels[0], window[0]):
+            retried.append(results[0].tokens)
+        return results
+
+    monkeypatch.setattr(tiny, "decode_windows", looped)
+    monkeypatch.setattr("max_whisper.transcribe.MIN_STREAM_WINDOWS", 1)  # the lecture's windows as 2 streams
+    vad = {"min_silence_duration_ms": 160, "max_speech_duration_s": 30}
+    options = {"batch_size": batch_size, "vad_parameters": vad} if batch_size else {}
+    result = tiny.transcribe(lecture, temperature=0.0, **options)
+    assert window  # a window after its own text was made to look looped
+    if batch_size is None:
+        assert retried == []
+        return
+    assert len(retried) == 1
+    tokenizer = tiny.tokenizer("en")
+    first_words = tokenizer.decode([t for t in retried[0] if t < tokenizer.eot]).strip()[:80]
+    assert len(first_words) == 80 and first_words in result["text"]
+    assert wer(references()["lecture.flac"], result["text"]) < 15.0  # sequential 9.54
+
+
 @pytest.mark.parametrize("temperature", [(0.0,), (0.0, 0.2)])
 def test_throughput_mode_keeps_a_window_the_no_speech_rule_would_skip(tiny, lecture, monkeypatch, temperature):
     """A throughput stream's audio is speech by the VAD that cut it, so a window whose decode looks like

@@ -151,10 +151,12 @@ class TranscribeOptions:
         if (not speech and self.no_speech_threshold is not None and result.no_speech_prob > self.no_speech_threshold
                 and self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold):
             return False  # silence: nothing better to find
-        too_repetitive = (self.compression_ratio_threshold is not None
-                          and result.compression_ratio > self.compression_ratio_threshold)
         too_unsure = self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
-        return too_repetitive or too_unsure
+        return self.is_repetitive(result) or too_unsure
+
+    def is_repetitive(self, result: DecodingResult) -> bool:
+        """A text that compresses too well: a decode caught in a loop."""
+        return self.compression_ratio_threshold is not None and result.compression_ratio > self.compression_ratio_threshold
 
     def is_no_speech(self, result: DecodingResult) -> bool:
         """A window to skip: likely silence, and not a confident text."""
@@ -371,6 +373,8 @@ class Loop:
             for (stream, (seek, size)), mel, prompt, result in zip(active, mels, prompts, results):
                 if options.needs_fallback(result, stream.speech) and len(options.temperature) > 1:
                     result = self.decode_with_fallback(mel, prompt, size, options.temperature[1:], stream.speech)
+                if stream.speech and prompt and prompt != self.initial_prompt_tokens and options.is_repetitive(result):
+                    result = self.decode_without_context(mel, size, result)
                 stream.take(seek, size, result)
             steps += 1
         return self.result()
@@ -402,6 +406,14 @@ class Loop:
                 break
         assert result is not None  # at least one temperature (TranscribeOptions checks)
         return result
+
+    def decode_without_context(self, mel: np.ndarray, frames: int, looped: DecodingResult) -> DecodingResult:
+        """A throughput stream's window still repetitive after every temperature, decoded once more at the first
+        without its stream's text (a loop the prompt carried: at temperature 0 alone nothing else replaces it);
+        kept if no longer repetitive. The sequential loop keeps openai-whisper's rules and never does this."""
+        options = self.options.window_options(self.options.temperature[0], self.initial_prompt_tokens or None)
+        result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
+        return looped if self.options.is_repetitive(result) else result
 
     def silent(self, seek: int, size: int) -> bool:
         threshold = self.options.silence_threshold_db
