@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import time
+import wave
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,7 +22,7 @@ from max_whisper.server import ServerOptions
 from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, pcm_chunks, replay
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
-from conftest import REPO, running_server, write_wav
+from conftest import REPO, running_server
 
 # Five recordings one after another with pauses: 32 s, more than one window, so the buffer is cut.
 PARTS = ["speech/sense_and_sensibility_01_austen_64kb-0870.wav", "speech/sense_and_sensibility_01_austen_64kb-0880.wav",
@@ -66,13 +67,15 @@ def replay_recorded(transcriber: StreamingTranscriber, audio: np.ndarray) -> tup
 
 def test_stream_commits_the_offline_transcript_once_and_never_revises(replayed, recording, offline):
     transcriber, updates, buffers = replayed
-    assert len(updates) == -(-recording.size // round(0.8 * 16000)) + 1  # one per min_chunk_s, then finish
+    step = round(transcriber.streaming.min_chunk_s * 16000)
+    assert len(updates) == -(-recording.size // step) + 1  # one per min_chunk_s, then finish
     committed = [w for u in updates for w in u.committed]
     assert committed == transcriber.committed  # each word committed once, in order, never taken back
     assert all(a["start"] <= b["start"] + 0.1 for a, b in zip(committed, committed[1:]))
     assert committed[-1]["end"] <= recording.size / 16000 + 0.01
-    assert max(buffers) <= transcriber.streaming.max_buffer_s + 1.0  # cut as it goes
-    assert min(buffers) < transcriber.streaming.trim_s  # ... at committed sentence ends
+    streaming = transcriber.streaming
+    assert max(buffers) <= streaming.max_buffer_s + 1.0  # cut as it goes
+    assert any(after < before for before, after in zip(buffers, buffers[1:]))  # a cut (its rule: test_a_cut_keeps_up_to_keep_s_of_the_buffer_as_context)
     assert word_error_rate([offline], [transcriber.text])[0] <= 10.0, (offline, transcriber.text)
     result = transcriber.result()
     assert result["text"] == transcriber.text and result["language"] == "en"
@@ -169,12 +172,26 @@ def test_pcm_chunks_from_a_pipe():
 def test_live_command_prints_committed_text(replayed, recording, tmp_path, capsys):
     """`--speed 0` streams on simulated time, so it prints what `replay` commits (checked against the offline
     transcript above), every run the same."""
-    path = write_wav(tmp_path / "talk.wav", recording)
+    path = tmp_path / "talk.wav"
+    with wave.open(str(path), "wb") as f:  # the recording's 16-bit samples as they are (write_wav rounds)
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(as_pcm16(recording))
+    assert np.array_equal(load_audio(path), recording)
     assert cli.main(["live", str(path), "--speed", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert all(line.startswith("[") and " --> " in line for line in lines)
     text = " ".join(line.split("] ", 1)[1] for line in lines)
     assert text.split() == replayed[0].text.split()
+
+
+def test_live_command_plays_a_file_at_its_speed(tiny, capsys):
+    path = REPO / "tests" / "speech" / "jfk.wav"
+    started = time.perf_counter()
+    assert cli.main(["live", str(path), "--speed", "20"]) == 0
+    assert time.perf_counter() - started >= load_audio(path).size / 16000 / 20  # paced: not faster than asked
+    assert "ask not what your country can do for you" in capsys.readouterr().out.replace("\n", " ").lower()
 
 
 def test_live_command_defaults_to_the_streaming_options(capsys):
@@ -252,6 +269,7 @@ def test_bad_chunks_get_an_error_event_and_the_stream_goes_on(server):
                                             ("?model=large", "not served here"),
                                             ("?language=de", "English-only"),
                                             ("?min_chunk=0", "min_chunk_s must be positive"),
+                                            ("?min_chunk=9", "min_chunk_s must be at most"),
                                             ("?speed=2", "unknown stream parameter")])
 def test_bad_parameters_close_the_stream(server, query, message):
     with connect(server[0] + query) as ws:

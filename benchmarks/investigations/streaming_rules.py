@@ -31,6 +31,7 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
 - sliding_20, sliding_15: the buffer cut from 24 (20) s at the first committed sentence end leaving at most
   20 (15) s, so new words are read with that much audio before them (sliding_20 is now shipped: keep_s);
 - sliding_20_prompt_600: sliding_20 with prompt_chars 600.
+Result files written before keep_s (2026-12-01) name the rule of that time `shipped`: it is `before` here now.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
 rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it.
@@ -128,8 +129,9 @@ class ConfidentLookahead(StreamingTranscriber):
 
 class KeepSentence(StreamingTranscriber):
     """whisper_streaming's trim: a buffer over `trim_s` is cut at the end of its second-last committed sentence,
-    so that the last committed sentence stays in the buffer as audio context for the words after it (the
-    shipped rule cuts after the last one, and the next words are decoded from a few seconds of audio)."""
+    so that the last committed sentence stays in the buffer as audio context for the words after it (the rule
+    it was measured against, BEFORE, cuts after the last one, and the next words are decoded from a few seconds
+    of audio)."""
 
     def _trim(self) -> list[dict]:
         if self.buffer_s <= self.streaming.trim_s:
@@ -138,7 +140,7 @@ class KeepSentence(StreamingTranscriber):
         if len(ends) >= 2:
             self._cut_at(ends[-2])
             return []
-        if self.buffer_s > self.streaming.max_buffer_s:  # the shipped rule: the last sentence, word or forced cut
+        if self.buffer_s > self.streaming.max_buffer_s:  # the transcriber's rule: the last sentence, word or forced cut
             return super()._trim()
         return []
 

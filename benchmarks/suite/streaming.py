@@ -8,7 +8,8 @@ and how many streams one device carries in real time.
         [--output benchmarks/results/streaming/DEVICE]
 
 Audio: tests/speech/lecture.flac and benchmarks/suite/longform_texts/*.txt spoken by espeak-ng (voices and
-speeds of longform_wer, and HELD_OUT_VOICES for harbour, library, bicycle and forecast; needs espeak-ng),
+speeds of longform_wer, and HELD_OUT_VOICES for longform_texts/held_out/: harbour, library, bicycle, forecast;
+needs espeak-ng),
 references from tests/speech/refs.tsv and those texts.
 
 `--streams 1` (accuracy and latency): each recording alone, fed at real speed in 0.1 s chunks through
@@ -48,8 +49,8 @@ from max_whisper.streaming import StreamingOptions, StreamingTranscriber, Stream
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
-# Held out: texts and voices the streaming rules were not chosen on (written 2026-12-01, after those rules), to
-# check a rule's gain on the five above away from them.
+# Held out (longform_texts/held_out/): texts and voices the streaming rules were not chosen on (written
+# 2026-12-01, after those rules), to check a rule's gain on the five default recordings away from them.
 HELD_OUT_VOICES = {"harbour": ("en-gb-scotland", 160), "library": ("en-us+f3", 170), "bicycle": ("en-029", 155),
                    "forecast": ("en-gb-x-gbclan", 165)}
 
@@ -62,7 +63,7 @@ def recordings(names: list[str], voices: Path) -> dict[str, tuple[np.ndarray, st
             out[name] = load_audio(SPEECH / "lecture.flac"), references(SPEECH)["lecture.flac"]
         else:
             voice, speed = {**VOICES, **HELD_OUT_VOICES}[name]
-            text_file = TEXTS / f"{name}.txt"
+            text_file = TEXTS / ("held_out" if name in HELD_OUT_VOICES else "") / f"{name}.txt"
             made = [voices / f"{name}{ext}" for ext in (".flac", ".wav") if (voices / f"{name}{ext}").exists()]
             path = made[0] if made else synthesize(text_file, voice, speed, voices)
             out[name] = load_audio(path), text_file.read_text().strip()
@@ -137,7 +138,7 @@ def main() -> None:
     p.add_argument("--trim", type=float, default=defaults.trim_s, help=f"StreamingOptions.trim_s (default {defaults.trim_s:g})")
     p.add_argument("--keep", type=float, default=defaults.keep_s, help=f"StreamingOptions.keep_s (default {defaults.keep_s:g})")
     p.add_argument("--max-buffer", type=float, default=defaults.max_buffer_s,
-                   help=f"StreamingOptions.max_buffer_s (default {defaults.max_buffer_s:g}; the rule before 2026-12-02: "
+                   help=f"StreamingOptions.max_buffer_s (default {defaults.max_buffer_s:g}; the rule before keep_s, 2026-12-01: "
                         "--trim 15 --keep 0 --max-buffer 25)")
     p.add_argument("--streams", default="1", help="comma-separated stream counts; 1: accuracy and latency")
     p.add_argument("--seconds", type=float, default=None, help="capacity runs: each stream's first seconds")
@@ -163,7 +164,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         audio = recordings(args.recordings.split(","), args.voices or Path(tmp))
     if 1 in counts:
-        rows, pooled = [], []
+        rows, latencies = [], []
         transcribe_with(model, next(iter(audio.values()))[0][: 5 * SAMPLE_RATE], options)  # warm-up
         for name, (samples, reference) in audio.items():
             offline = transcribe_with(model, samples, options)["text"]
@@ -174,12 +175,16 @@ def main() -> None:
                    **quantiles(live["latencies"]), "end_lag_s": round(live["end_lag_s"], 3),
                    "decodes": live["decodes"], "offline_text": offline, "streaming_text": live["text"]}
             rows.append(row)
-            pooled += live["latencies"]
+            latencies += live["latencies"]
             report["single_stream"] = rows
             write_json(output / "results.json", report)  # each recording's row as soon as it is measured
             print({k: v for k, v in row.items() if not k.endswith("_text")}, flush=True)
         report["single_stream"] = rows
-        report["single_stream_latency"] = quantiles(pooled)  # every committed word of every recording
+        report["single_stream_latency"] = quantiles(latencies)  # every committed word of every recording
+        refs = [audio[row["recording"]][1] for row in rows]
+        report["pooled_wer"] = {kind: round(word_error_rate(refs, [row[f"{kind}_text"] for row in rows])[0], 2)
+                                for kind in ("offline", "streaming")}  # all recordings' words together
+        print("pooled WER", report["pooled_wer"], "latency", report["single_stream_latency"], flush=True)
     capacity = []
     clips = [samples[: round((args.seconds or samples.size / SAMPLE_RATE) * SAMPLE_RATE)]
              for samples, _ in audio.values()]

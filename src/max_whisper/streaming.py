@@ -40,7 +40,7 @@ class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
     # new audio before the buffer is decoded again (a driver's pace): at 0.8 s tiny.en's median commit latency
-    # (over all words) is about 2 s on a 2-core CPU, at 1.0 s's pooled WER (docs/measurements.md, issue 24)
+    # (over all words) is about 2 s on a 2-core CPU (docs/measurements.md, issue 24)
     min_chunk_s: float = 0.8
     # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
@@ -64,7 +64,12 @@ class StreamingOptions:
             raise WhisperError(f"need 0 < trim_s <= max_buffer_s <= {WINDOW_S - _EDGE_S:g} s, got "
                                f"{self.trim_s} and {self.max_buffer_s}")
         if not 0 <= self.keep_s < self.trim_s:
-            raise WhisperError(f"need 0 <= keep_s < trim_s, got {self.keep_s} and {self.trim_s}")
+            raise WhisperError(f"need 0 <= keep_s < trim_s, got {self.keep_s} and {self.trim_s} (keep_s 0: cut at the "
+                               "last committed sentence end)")
+        if self.min_chunk_s > self.max_buffer_s - self.keep_s:
+            # more new audio than a cut buffer has room for: every decode would drop its newest words
+            raise WhisperError(f"min_chunk_s must be at most max_buffer_s - keep_s "
+                               f"({self.max_buffer_s - self.keep_s:g} s), got {self.min_chunk_s}")
         if self.max_buffer_s <= _FORCED_KEEP_S:
             raise WhisperError(f"max_buffer_s must be over {_FORCED_KEEP_S:g} s, got {self.max_buffer_s}")
         if self.prompt_chars < 0:
@@ -382,6 +387,8 @@ def replay(transcriber: StreamingTranscriber, audio: np.ndarray,
 def paced(audio: np.ndarray, speed: float = 1.0, chunk_s: float = 0.1) -> Iterator[np.ndarray]:
     """A recording's chunks as a live source gives them: each when the time it ends has come, at `speed` (> 0)
     times real time."""
+    if speed <= 0:
+        raise ValueError(f"speed must be positive, got {speed} (replay streams a recording without the clock)")
     step = max(1, round(chunk_s * SAMPLE_RATE))
     start = time.perf_counter()
     for first in range(0, audio.size, step):
