@@ -31,6 +31,11 @@ def references() -> dict[str, str]:
 SHORT_CLIPS = sorted(name for name in references() if name != "lecture.flac")
 
 
+def as_pcm16(samples: np.ndarray) -> bytes:
+    """16-bit little-endian PCM, the inverse of `audio.from_pcm16`: loaded audio written out reads back equal."""
+    return (np.clip(samples, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
+
+
 def write_wav(path, samples: np.ndarray, rate: int = 16000):
     import wave
 
@@ -38,7 +43,7 @@ def write_wav(path, samples: np.ndarray, rate: int = 16000):
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+        w.writeframes(as_pcm16(samples))
     return path
 
 

@@ -7,7 +7,6 @@ import io
 import json
 import socket
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -22,7 +21,7 @@ from max_whisper.server import ServerOptions
 from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, pcm_chunks, replay
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
-from conftest import REPO, running_server
+from conftest import REPO, as_pcm16, running_server, write_wav
 
 # Five recordings one after another with pauses: 32 s, more than one window, so the buffer is cut.
 PARTS = ["speech/sense_and_sensibility_01_austen_64kb-0870.wav", "speech/sense_and_sensibility_01_austen_64kb-0880.wav",
@@ -47,10 +46,6 @@ def replayed(tiny, recording) -> tuple[StreamingTranscriber, list[StreamUpdate],
     the buffer's length after each."""
     transcriber = StreamingTranscriber(tiny, OPTIONS)
     return (transcriber, *replay_recorded(transcriber, recording))
-
-
-def as_pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
 def replay_recorded(transcriber: StreamingTranscriber, audio: np.ndarray) -> tuple[list[StreamUpdate], list[float]]:
@@ -172,13 +167,8 @@ def test_pcm_chunks_from_a_pipe():
 def test_live_command_prints_committed_text(replayed, recording, tmp_path, capsys):
     """`--speed 0` streams on simulated time, so it prints what `replay` commits (checked against the offline
     transcript above), every run the same."""
-    path = tmp_path / "talk.wav"
-    with wave.open(str(path), "wb") as f:  # the recording's 16-bit samples as they are (write_wav rounds)
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(16000)
-        f.writeframes(as_pcm16(recording))
-    assert np.array_equal(load_audio(path), recording)
+    path = write_wav(tmp_path / "talk.wav", recording)
+    assert np.array_equal(load_audio(path), recording)  # the audio replay read
     assert cli.main(["live", str(path), "--speed", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert all(line.startswith("[") and " --> " in line for line in lines)
