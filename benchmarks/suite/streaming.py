@@ -9,8 +9,7 @@ and how many streams one device carries in real time.
 
 Audio: tests/speech/lecture.flac and benchmarks/suite/longform_texts/*.txt spoken by espeak-ng (voices and
 speeds of longform_wer, and HELD_OUT_VOICES for longform_texts/held_out/: harbour, library, bicycle, forecast;
-needs espeak-ng),
-references from tests/speech/refs.tsv and those texts.
+needs espeak-ng), references from tests/speech/refs.tsv and those texts.
 
 `--streams 1` (accuracy and latency): each recording alone, fed at real speed in 0.1 s chunks through
 `streaming.run` (what `max-whisper live FILE` does), one after another; its final transcript's WER beside
