@@ -1,9 +1,11 @@
 """openai-whisper's decoding and long-form options against openai-whisper on the same weights (greedy fp32 CPU):
 prefix, initial prompt, conditioning on previous text, temperature fallback and its thresholds, translation,
-and the silence skip on quiet speech."""
+the silence skip on quiet speech, and a draft (tokens a greedy decode is expected to start with)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,8 @@ import whisper
 
 import max_whisper as mw
 from conftest import mixed_recordings
+from max_whisper.graph.decoder import STEPS_PER_CALL
+from max_whisper.runtime.decoders import CachedRun, RecordedRun
 from max_whisper.transcribe import loudest_frame_db
 
 AUDIO = Path(__file__).parent / "audio"  # speech made for these tests (see its README)
@@ -42,6 +46,35 @@ def test_prefix_is_kept_as_openai_whisper_keeps_it(tiny, tiny_ref, jfk, prefix, 
     assert ours.tokens == theirs.tokens
     plain = tiny.decode(mel, mw.DecodingOptions(language="en", without_timestamps=without_timestamps))
     assert ours.tokens != plain.tokens  # the prefix changed what was decoded
+
+
+@pytest.mark.parametrize("kept", [None, 6, 0], ids=["whole", "wrong-after-6", "wrong-first"])
+def test_a_draft_saves_steps_and_changes_no_token(tiny, tiny_step, jfk, kept, monkeypatch):
+    """A draft's tokens are fed at once and kept while they are greedy's choices: the tokens, their score and
+    the words are those of the decode without it; only the sequential steps after the draft are left. The
+    recorded steps (a GPU's) take no draft: there it did not pay."""
+    calls = []
+    for run in (CachedRun, RecordedRun):
+        monkeypatch.setattr(run, "greedy", lambda self, *a, greedy=run.greedy: calls.append(1) or greedy(self, *a))
+    mel = window(tiny, jfk)
+    options = mw.DecodingOptions(language="en", word_timestamps=True)
+    plain = tiny.decode(mel, options)
+    plain_calls, calls[:] = len(calls), []
+    wrong = tiny.tokenizer().encode(" banana")[0]
+    draft = tuple(plain.tokens if kept is None else [*plain.tokens[:kept], wrong, *plain.tokens[kept + 1:]])
+    ours = tiny.decode(mel, replace(options, draft=draft))
+    assert ours.tokens == plain.tokens and ours.text == plain.text
+    assert ours.sum_logprob == pytest.approx(plain.sum_logprob, abs=1e-3)
+    assert ours.no_speech_prob == pytest.approx(plain.no_speech_prob, abs=1e-5)
+    assert np.allclose(ours.alignment.matrix, plain.alignment.matrix, atol=1e-4)
+    # Without a draft the first step chooses the first token and a step each later one, end of text included;
+    # with one, the first step chooses all the draft's tokens it would, and the first other one.
+    assert plain_calls == len(plain.tokens)
+    assert len(calls) == (0 if kept is None else len(plain.tokens) - kept)
+
+    calls[:] = []
+    stepped = tiny_step.decode(mel, replace(options, draft=draft))
+    assert stepped.tokens == plain.tokens and len(calls) == math.ceil(len(plain.tokens) / STEPS_PER_CALL)
 
 
 def test_initial_prompt_equal(tiny, tiny_ref, jfk):

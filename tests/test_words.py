@@ -311,3 +311,20 @@ def test_cli_passes_clip_timestamps_only_when_given():
     assert "clip_timestamps" not in transcribe_options(build_parser().parse_args(["transcribe", "a.wav"]))
     given = build_parser().parse_args(["transcribe", "a.wav", "--clip_timestamps", "1,5"])
     assert transcribe_options(given)["clip_timestamps"] == "1,5"
+
+
+def test_words_after_a_forced_prefix_are_timed_where_they_are_spoken(tiny, speech):
+    """A forced prefix is spoken before the text decoded after it: the alignment reads the prefix's tokens
+    too, so the text's words keep the times they have when the whole window is decoded freely (aligned
+    alone, the text's first words fell on the prefix's audio)."""
+    audio = mw.load_audio(speech / "jfk.wav")
+    plain = words_of(tiny.transcribe(audio, word_timestamps=True, without_timestamps=True, temperature=0.0))
+    prefix = "".join(w["word"] for w in plain[:4])
+    after = words_of(tiny.transcribe(audio, word_timestamps=True, without_timestamps=True, temperature=0.0,
+                                     prefix=prefix))
+    same = plain[4:4 + len(after)]  # the prefixed decode may stop sooner
+    assert len(after) >= 10 and [w["word"] for w in after] == [w["word"] for w in same]
+    # (a segment's first words are moved by openai-whisper's rules for words after a pause: the rest compared)
+    gaps = np.abs(np.array([[w["start"], w["end"]] for w in after[2:]])
+                  - np.array([[w["start"], w["end"]] for w in same[2:]]))
+    assert plain[4]["start"] > 1.0 and gaps.max() <= 0.1, (plain[4]["start"], gaps.max())

@@ -26,10 +26,13 @@ SENTENCE_END_MARKS = ".。!！?？"
 @dataclass
 class Alignment:
     """What the device computes for one window's text: each text token's probability, and the alignment
-    matrix [token, audio frame] (<|notimestamps|>, then the text tokens) that dynamic time warping reads."""
+    matrix [token, audio frame] (<|notimestamps|>, then the text tokens) that dynamic time warping reads.
+    With a forced prefix its tokens come first among the text tokens (`prefix`): they are aligned with the
+    audio too, but their words are not the window's."""
 
     text_token_probs: np.ndarray
     matrix: np.ndarray
+    prefix: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -122,22 +125,25 @@ def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_alignment(alignment: Alignment, tokenizer: Tokenizer, text_tokens: list[int]) -> list[WordTiming]:
-    """Word timings (seconds from the window's start) of `text_tokens`, the text `alignment` was made of."""
+    """Word timings (seconds from the window's start) of `text_tokens`, the text `alignment` was made of
+    (after its prefix: the prefix's words are split apart from the text's and left out)."""
     if not text_tokens:
         return []
     text_indices, time_indices = dtw(-alignment.matrix.astype(np.float64))
 
+    prefix_words = split_to_word_tokens(tokenizer, alignment.prefix)[1] if alignment.prefix else []
     words, word_tokens = split_to_word_tokens(tokenizer, text_tokens + [tokenizer.eot])
     if len(word_tokens) <= 1:
         return []
-    word_boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    word_boundaries = np.pad(np.cumsum([len(t) for t in prefix_words + word_tokens[:-1]]), (1, 0))
     jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
     jump_times = time_indices[jumps] / TOKENS_PER_SECOND
     starts, ends = jump_times[word_boundaries[:-1]], jump_times[word_boundaries[1:]]
     sums = np.add.reduceat(alignment.text_token_probs, word_boundaries[:-1])  # each word's tokens
     probabilities = sums / np.diff(word_boundaries).astype(sums.dtype)
-    return [WordTiming(*timing) for timing in zip(words, word_tokens, starts.tolist(), ends.tolist(),
-                                                  probabilities.tolist())]
+    text = slice(len(prefix_words), None)
+    return [WordTiming(*timing) for timing in zip(words, word_tokens, starts[text].tolist(), ends[text].tolist(),
+                                                  probabilities[text].tolist())]
 
 
 # --- words from tokens -----------------------------------------------------------------------------------

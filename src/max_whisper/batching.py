@@ -102,13 +102,15 @@ class WindowBatcher:
         for job in batch:
             if callable(job[0]):
                 self._settle([job[2]], lambda fn=job[0], args=job[1]: [fn(*args)])
-            else:  # windows differing only in their prompts share a batch
-                groups.setdefault(repr(replace(job[1], prompt=None)), []).append(job)
+            else:  # windows differing only in their prompts (and drafts: one row's alone) share a batch
+                groups.setdefault(repr(replace(job[1], prompt=None, draft=())), []).append(job)
         for jobs in groups.values():
             self.batches += 1
             self.windows += len(jobs)
             mels = np.stack([j[0][0] for j in jobs])
             options, prompts, frames = jobs[0][1], [j[1].prompt for j in jobs], [j[0][1] for j in jobs]
+            if len(jobs) > 1:
+                options = replace(options, draft=())
             self._settle([j[2] for j in jobs], lambda: self.model.decode_windows(mels, options, prompts, frames))
 
     @staticmethod

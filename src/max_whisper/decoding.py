@@ -50,12 +50,19 @@ class DecodingOptions:
     max_initial_timestamp: float | None = 1.0
     seed: int | None = None  # for temperature sampling
     word_timestamps: bool = False  # also run the alignment pass over the tokens that become segments
+    # Tokens the sampled ones are expected to start with (a stream's previous decode of the same audio): a
+    # greedy decode of one row feeds them all in its first step and keeps the run of them it would have chosen,
+    # then steps on from the first it would not (on a decoder that `takes_drafts`: the CPU's). The tokens
+    # decoded are greedy's either way (up to float rounding between the two forms of the pass); only the
+    # number of sequential steps changes.
+    draft: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in ("transcribe", "translate"):
             raise WhisperError(f"unknown task '{self.task}': use transcribe or translate")
         if self.language is not None:
             object.__setattr__(self, "language", language_code(self.language))
+        object.__setattr__(self, "draft", tuple(int(t) for t in self.draft))
         if self.temperature < 0:
             raise WhisperError(f"temperature must be at least 0, got {self.temperature}")
         for name in ("beam_size", "best_of", "sample_len"):
@@ -130,11 +137,16 @@ class Inference(Protocol):
         """Beam search: row i of the cache becomes row source_rows[i]."""
         ...
 
+    def rewind(self, fed: int) -> None:
+        """Keep the first `fed` tokens fed (the later ones are fed again), where the decoder `takes_drafts`."""
+        ...
+
 
 class Decoder(Protocol):
     """The device's decoder, chosen when a model is loaded (runtime.decoders)."""
 
     keeps_ragged_rows: bool  # can rows whose initial tokens differ in length go on in one run
+    takes_drafts: bool  # does a greedy decode of one row feed its draft in the first step (its runs rewind)
 
     def start(self, features: Any, rows: np.ndarray, suppressed: tuple[int, ...] = ()) -> Inference:
         """A run decoding one row per entry of `rows` (indices into the encoded windows `features`)."""
@@ -407,22 +419,23 @@ class DecodingTask:
         self.model, self.dims = model, model.dims
         language = options.language or ("en" if not model.dims.is_multilingual else None)
         self.options = options = replace(options, language=language)
-        self.tokenizer = model.tokenizer(language=language or "en", task=options.task)
+        self.tokenizer = tok = model.tokenizer(language=language or "en", task=options.task)
         self.n_group = options.beam_size or options.best_of or 1
         self.n_ctx = model.dims.n_text_ctx
         self.sample_len = options.sample_len or model.dims.n_text_ctx // 2
-        self.suffix = self._sot_and_prefix()  # every row's initial tokens end with it
+        self.prefix = self._prefix()
+        sot = tok.sot_sequence_including_notimestamps if options.without_timestamps else tok.sot_sequence
+        self.suffix = (*sot, *self.prefix)  # every row's initial tokens end with it
         self.prompts = prompts
 
-    def _sot_and_prefix(self) -> tuple[int, ...]:
-        tok, opts = self.tokenizer, self.options
-        tokens = list(tok.sot_sequence_including_notimestamps if opts.without_timestamps else tok.sot_sequence)
-        if prefix := opts.prefix:
-            prefix_tokens = tok.encode(" " + prefix.strip()) if isinstance(prefix, str) else list(prefix)
-            # openai-whisper's slice, kept as it is: with the default sample_len the bound is 0, and
-            # [-0:] keeps the whole prefix
-            tokens += prefix_tokens[-(self.n_ctx // 2 - self.sample_len):]
-        return tuple(tokens)
+    def _prefix(self) -> tuple[int, ...]:
+        prefix = self.options.prefix
+        if not prefix:
+            return ()
+        tokens = self.tokenizer.encode(" " + prefix.strip()) if isinstance(prefix, str) else list(prefix)
+        # openai-whisper's slice, kept as it is: with the default sample_len the bound is 0, and [-0:] keeps
+        # the whole prefix
+        return tuple(tokens[-(self.n_ctx // 2 - self.sample_len):])
 
     def initial_tokens(self, prompt: str | list[int] | None) -> tuple[int, ...]:
         """A row's tokens before the first sampled one: previous text (its last n_ctx // 2 - 1 tokens),
@@ -468,18 +481,21 @@ class DecodingTask:
 
     def _align(self, inference: Inference, audio_rows: list[int], results: list[DecodingResult]) -> list[DecodingResult]:
         """Each result's alignment: the alignment pass over the text that becomes its segments, after its
-        start-of-transcript sequence and <|notimestamps|>, as openai-whisper's find_alignment feeds it; on
-        the run's first row of each window, before the run's buffers go to another."""
+        start-of-transcript sequence and <|notimestamps|>, as openai-whisper's find_alignment feeds it, and
+        after the forced prefix (spoken in the window before the text: without it the text's first words
+        would be placed on the prefix's audio); on the run's first row of each window, before the run's
+        buffers go to another."""
         tok = self.tokenizer
         sequences, text_from = [], []
         for result in results:
             sot = list(self.model.tokenizer(result.language, self.options.task).sot_sequence)
             text = [t for t in aligned_tokens(result.tokens, tok.timestamp_begin) if t < tok.eot]
-            sequences.append([*sot, tok.no_timestamps, *text, tok.eot])
+            sequences.append([*sot, tok.no_timestamps, *self.prefix, *text, tok.eot])
             text_from.append(len(sot))
         found = self.model.aligner.align(inference, np.arange(len(results)) * self.n_group, sequences, tok.eot,
                                          text_from, [self.frames[i] for i in audio_rows])
-        return [replace(result, alignment=alignment) for result, alignment in zip(results, found)]
+        return [replace(result, alignment=replace(alignment, prefix=list(self.prefix)))
+                for result, alignment in zip(results, found)]
 
     def _decode(self, features: Any, audio_rows: list[int], heads: list[tuple[int, ...]],
                 languages: list[str | None]) -> list[DecodingResult]:
@@ -547,10 +563,17 @@ class DecodingTask:
     def _main_loop(self, inference: Inference, tokens: np.ndarray, pad: np.ndarray):
         n_batch = tokens.shape[0]
         sum_logprobs = np.zeros(n_batch, np.float32)
-        no_speech = [np.nan] * n_batch
+        draft = self._usable_draft(tokens, pad)
+        if draft:
+            tokens, completed, no_speech = self._first_steps_with_draft(inference, tokens, sum_logprobs, draft)
+        else:
+            sot_logits, logits = self._first_step(inference, tokens, pad)
+            no_speech = _softmax(sot_logits)[:, self.tokenizer.no_speech].tolist()
+            tokens, completed = self._choose(inference, tokens, logits, sum_logprobs)
         choices: Choices = []  # made on the device, not yet taken
-        for i in range(self.sample_len):
-            if i > 0 and self.options.greedy:
+        while not (completed or (tokens.shape[-1] - pad > self.n_ctx).all()
+                   or tokens.shape[-1] - self.sample_begin >= self.sample_len):
+            if self.options.greedy:
                 if not choices:
                     choices = inference.greedy(tokens[:, -1:], self._rule_state(tokens))
                 next_tokens, logprobs = choices.pop(0)
@@ -559,17 +582,44 @@ class DecodingTask:
                 next_tokens, logprobs = np.where(full, self.tokenizer.eot, next_tokens), np.where(full, 0, logprobs)
                 tokens, completed = cast(GreedyDecoder, self.decoder).append(tokens, next_tokens, logprobs, sum_logprobs)
             else:
-                if i == 0:
-                    sot_logits, logits = self._first_step(inference, tokens, pad)
-                    no_speech = _softmax(sot_logits)[:, self.tokenizer.no_speech].tolist()
-                else:
-                    logits = np.array(inference.logits(tokens[:, -1:])[:, 0], dtype=np.float32)
-                for f in self.filters:
-                    f.apply(logits, tokens)
-                tokens, completed = self.decoder.update(tokens, logits, sum_logprobs, inference)
-            if completed or (tokens.shape[-1] - pad > self.n_ctx).all():
-                break
+                logits = np.array(inference.logits(tokens[:, -1:])[:, 0], dtype=np.float32)
+                tokens, completed = self._choose(inference, tokens, logits, sum_logprobs)
         return tokens, sum_logprobs, no_speech
+
+    def _choose(self, inference: Inference, tokens: np.ndarray, logits: np.ndarray,
+                sum_logprobs: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The next token of every row from its logits [batch, vocab] on the host, under the filters."""
+        for f in self.filters:
+            f.apply(logits, tokens)
+        return self.decoder.update(tokens, logits, sum_logprobs, inference)
+
+    def _usable_draft(self, tokens: np.ndarray, pad: np.ndarray) -> list[int]:
+        """The draft's tokens that fit in the context (and leave one sampled token to choose after them), where
+        a draft is used: a greedy decode at temperature 0 of one row, on a decoder that takes drafts."""
+        opts = self.options
+        if not (opts.draft and opts.greedy and opts.temperature == 0 and tokens.shape[0] == 1
+                and self.model.decoder.takes_drafts):
+            return []
+        room = min(self.n_ctx - tokens.shape[1] - 1, self.sample_len - 1)
+        return list(opts.draft[:max(0, room)])
+
+    def _first_steps_with_draft(self, inference: Inference, tokens: np.ndarray, sum_logprobs: np.ndarray,
+                                draft: list[int]) -> tuple[np.ndarray, bool, list[float]]:
+        """The first step with the draft fed after the initial tokens: the logits after each of them choose
+        the next token as a step would, while the choices are the draft's; the first other choice (or the
+        one after the whole draft) is kept too, and the run is rewound to before it, so that the steps go on
+        from there. Returns the tokens, whether the row ended, and the no-speech probability."""
+        width = tokens.shape[1]
+        fed = np.concatenate([tokens, np.array([draft], np.int64)], axis=1)
+        out = inference.logits(fed, [self.sot_index, *range(width - 1, width + len(draft))])
+        no_speech = _softmax(out[:, 0])[:, self.tokenizer.no_speech].tolist()
+        completed = False
+        for j, guess in enumerate([*draft, None]):
+            tokens, completed = self._choose(inference, tokens, np.array(out[:, 1 + j], np.float32), sum_logprobs)
+            if completed or int(tokens[0, -1]) != guess:
+                break
+        inference.rewind(tokens.shape[1] - 1)  # the last token chosen is not fed yet
+        return tokens, completed, no_speech
 
     def _first_step(self, inference: Inference, tokens: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed every row's initial tokens; returns the logits after <|startoftranscript|> (for the

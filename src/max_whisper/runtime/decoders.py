@@ -37,6 +37,10 @@ class CachedDecoder:
     """Decoding steps in the general decoder graph."""
 
     keeps_ragged_rows = False  # can rows whose initial tokens differ in length be decoded together
+    # A greedy decode of one row feeds a draft (`DecodingOptions.draft`) in its first step: here a step is a graph
+    # call of its own (5 ms on a 2-core CPU), and a stream's decode took 0.35 s with drafts against 0.56 s
+    # (docs/measurements.md, issue 24).
+    takes_drafts = True
 
     def __init__(self, session: GraphSession):
         self.session = session
@@ -97,6 +101,9 @@ class RecordedStepsDecoder(CachedDecoder):
     """Greedy steps in the recorded step graphs, on fixed buffers per batch size (`StepSlot`)."""
 
     keeps_ragged_rows = True
+    # Eight recorded steps a call cost an H200 about what the draft's pass in the general graph and its logits'
+    # copy to the host cost: a stream's decode took 0.070 s with drafts against 0.063 s without (issue 24).
+    takes_drafts = False
     cross_kv_graph = "cross_kv_for_steps"
 
     def __init__(self, session: GraphSession):
@@ -174,6 +181,14 @@ class CachedRun:
         _, choice = self._execute(tokens, None, row_bounds)
         choice = self.session.to_host(choice)[:len(tokens)]
         return [(choice[:, 0].astype(np.int64), choice[:, 1])]
+
+    def rewind(self, fed: int) -> None:
+        """Keep the first `fed` tokens fed: the next ones overwrite the cache after them, which no graph
+        reads before they are written (each reads up to the positions it feeds)."""
+        self._check_owner()
+        if not 0 <= fed <= self.offset:
+            raise WhisperError(f"internal error: cannot rewind a run of {self.offset} tokens to {fed}")
+        self.offset = fed
 
     def reorder(self, source_rows: np.ndarray) -> None:
         """Beam search: row i of the cache becomes row source_rows[i]."""
