@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from max_whisper import cli, load_audio
+from max_whisper import cli, load_audio, streaming
 from max_whisper.bench import word_error_rate
 from max_whisper.errors import WhisperError
 from max_whisper.server import ServerOptions
@@ -187,7 +187,10 @@ def test_live_command_plays_a_file_at_its_speed(tiny, capsys):
 def test_live_command_defaults_to_the_streaming_options(capsys):
     with pytest.raises(SystemExit):
         cli.main(["live", "--help"])
-    assert f"default {StreamingOptions.min_chunk_s:g}, StreamingOptions'" in " ".join(capsys.readouterr().out.split())
+    defaults = (StreamingOptions.for_device(gpu=False).min_chunk_s, StreamingOptions.for_device(gpu=True).min_chunk_s)
+    assert defaults == (StreamingOptions.min_chunk_s, 0.5)
+    assert "default {:g} on the CPU, {:g} on a GPU".format(*defaults) in " ".join(capsys.readouterr().out.split())
+    assert StreamingOptions.for_device(gpu=True, min_chunk_s=1.5).min_chunk_s == 1.5
 
 
 def test_live_command_reads_pcm_on_stdin(tiny, monkeypatch, capsys):
@@ -293,3 +296,25 @@ def test_streams_share_the_engine_batches(server, recording, offline):
     assert windows > batches  # some decodes of different streams went together
     for text in results:
         assert word_error_rate([offline], [text])[0] <= 10.0, (offline, text)
+
+
+def test_a_stream_decodes_from_its_previous_tokens_until_its_buffer_is_cut(tiny, recording, monkeypatch):
+    """Each decode is given the previous one's tokens as its draft while the buffer starts where it did (the
+    same audio and more, after the same prompt), and none after a cut."""
+    decodes = []
+    real = streaming.transcribe_speech
+
+    def spy(model, speech, options, **kwargs):  # noqa: ANN001, ANN003
+        result = real(model, speech, options, **kwargs)
+        decodes.append((transcriber._offset, options.decoding.draft,
+                        tuple(t for s in result["segments"] for t in s["tokens"])))
+        return result
+
+    monkeypatch.setattr(streaming, "transcribe_speech", spy)
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    replay(transcriber, recording, lambda update: None)
+    drafted = cut = 0
+    for (offset, _, tokens), (next_offset, draft, _) in zip(decodes, decodes[1:]):
+        assert draft == (tokens if next_offset == offset else ())
+        drafted, cut = drafted + bool(draft), cut + (next_offset != offset)
+    assert drafted > len(decodes) // 2 and cut

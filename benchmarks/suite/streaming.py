@@ -2,9 +2,9 @@
 accuracy against the offline transcript, the latency from a word's end in the audio to its committed text,
 and how many streams one device carries in real time.
 
-    python -m benchmarks.suite.streaming [--device cpu] [--model tiny.en] [--min-chunk 0.8] [--trim 24 --keep 20
-        --max-buffer 28]
-        [--recordings lecture,garden,railway,kitchen,comet] [--streams 1] [--seconds S]
+    python -m benchmarks.suite.streaming [--device cpu] [--model tiny.en] [--min-chunk 0.8 on the CPU, 0.5 on a GPU]
+        [--trim 24 --keep 20 --max-buffer 28]
+        [--recordings lecture,garden,railway,kitchen,comet] [--streams 1] [--seconds S] [--without-draft]
         [--output benchmarks/results/streaming/DEVICE]
 
 Audio: tests/speech/lecture.flac and benchmarks/suite/longform_texts/*.txt spoken by espeak-ng (voices and
@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,15 @@ class BatchedStream(StreamingTranscriber):
         return self.batcher.counted(super().finish)
 
 
+class Undrafted(StreamingTranscriber):
+    """A stream whose decodes step through all their tokens (no draft from the previous decode): the streams
+    before 2026-12-01's drafts, for `--without-draft`."""
+
+    def _decode(self) -> list[dict]:
+        self._draft = ()
+        return super()._decode()
+
+
 def stream(transcriber: StreamingTranscriber, audio: np.ndarray) -> dict:
     """One stream at real speed; each committed word's latency."""
     latencies: list[float] = []
@@ -130,8 +140,8 @@ def main() -> None:
     p = parser(__doc__)
     add_model_args(p)
     p.add_argument("--recordings", default="lecture,garden,railway,kitchen,comet")
-    p.add_argument("--min-chunk", type=float, default=StreamingOptions.min_chunk_s,
-                   help=f"StreamingOptions.min_chunk_s (default {StreamingOptions.min_chunk_s:g})")
+    p.add_argument("--min-chunk", type=float, default=None,
+                   help="StreamingOptions.min_chunk_s (default the device's: StreamingOptions.for_device)")
     p.add_argument("--lookahead", type=float, default=0.5, help="StreamingOptions.lookahead_s (default 0.5)")
     defaults = StreamingOptions()
     p.add_argument("--trim", type=float, default=defaults.trim_s, help=f"StreamingOptions.trim_s (default {defaults.trim_s:g})")
@@ -139,6 +149,8 @@ def main() -> None:
     p.add_argument("--max-buffer", type=float, default=defaults.max_buffer_s,
                    help=f"StreamingOptions.max_buffer_s (default {defaults.max_buffer_s:g}; the rule before keep_s, 2026-12-01: "
                         "--trim 15 --keep 0 --max-buffer 25)")
+    p.add_argument("--without-draft", action="store_true",
+                   help="single streams decode without the previous decode's tokens as a draft (the streams before it)")
     p.add_argument("--streams", default="1", help="comma-separated stream counts; 1: accuracy and latency")
     p.add_argument("--seconds", type=float, default=None, help="capacity runs: each stream's first seconds")
     p.add_argument("--real-time-s", type=float, default=2.0,
@@ -154,10 +166,10 @@ def main() -> None:
     assert isinstance(model, mw.WhisperModel)
     options = TranscribeOptions.from_kwargs(word_timestamps=True)  # offline: transcribe's defaults
     stream_options = TranscribeOptions.from_kwargs(word_timestamps=True, temperature=0.0)  # the live defaults
-    streaming = StreamingOptions(min_chunk_s=args.min_chunk, lookahead_s=args.lookahead, trim_s=args.trim,
-                                 keep_s=args.keep, max_buffer_s=args.max_buffer)
+    streaming = replace(StreamingOptions.for_device(args.device == "gpu", args.min_chunk), lookahead_s=args.lookahead,
+                        trim_s=args.trim, keep_s=args.keep, max_buffer_s=args.max_buffer)
     report: dict = {"model": args.model, "device": args.device, "machine": machine(), "command": command(),
-                    "streaming": vars(streaming), "settings": "offline: transcribe's defaults (temperature fallback), word "
+                    "streaming": vars(streaming), "draft": not args.without_draft, "settings": "offline: transcribe's defaults (temperature fallback), word "
                     "timestamps; stream: temperature 0 without fallback, word timestamps; WER with "
                     "openai-whisper's EnglishTextNormalizer"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +179,8 @@ def main() -> None:
         transcribe_with(model, next(iter(audio.values()))[0][: 5 * SAMPLE_RATE], options)  # warm-up
         for name, (samples, reference) in audio.items():
             offline = transcribe_with(model, samples, options)["text"]
-            live = stream(StreamingTranscriber(model, stream_options, streaming), samples)
+            live = stream((Undrafted if args.without_draft else StreamingTranscriber)(model, stream_options, streaming),
+                          samples)
             row = {"recording": name, "seconds": round(samples.size / SAMPLE_RATE, 1),
                    "offline_wer": round(word_error_rate([reference], [offline])[0], 2),
                    "streaming_wer": round(word_error_rate([reference], [live["text"]])[0], 2),

@@ -123,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a file's pace: 1 real time (default), 2 twice as fast; 0 as fast as it decodes, "
                            "each --min-chunk of audio decoded as it would be live (the same text every run)")
     live.add_argument("--min-chunk", type=_positive_float, default=None, metavar="SECONDS",
-                      help="new audio before the buffer is decoded again (default 0.8, StreamingOptions'; shorter: "
-                           "text sooner, more decodes)")
+                      help="new audio before the buffer is decoded again (default 0.8 on the CPU, 0.5 on a GPU: "
+                           "StreamingOptions.for_device; shorter: text sooner, more decodes)")
     live.add_argument("--vad-filter", action=argparse.BooleanOptionalAction, default=False,
                       help="decode only the speech Silero VAD finds in the buffer")
     add_compiled_argument(live)
@@ -614,12 +614,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     from .streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, paced, pcm_chunks, replay, run
     from .transcribe import TranscribeOptions
 
-    streaming = StreamingOptions() if args.min_chunk is None else StreamingOptions(min_chunk_s=args.min_chunk)
     options = TranscribeOptions.from_kwargs(language=language_code(args.language) if args.language else None,
                                             vad_filter=args.vad_filter, temperature=0.0)  # see StreamingTranscriber
     audio = None if args.input == "-" else load_audio(Path(args.input))
     model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
     assert isinstance(model, WhisperModel)  # the max backend
+    streaming = StreamingOptions.for_device(not model.session.on_host, args.min_chunk)
     transcriber = StreamingTranscriber(model, options, streaming)
     tentative = sys.stderr.isatty()
 

@@ -237,7 +237,7 @@ def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...
     if sample_format not in SAMPLE_FORMATS:
         raise ApiError(400, f"format must be one of {', '.join(SAMPLE_FORMATS)}, got '{sample_format}'")
     try:
-        min_chunk = float(params.get("min_chunk") or StreamingOptions.min_chunk_s)
+        min_chunk = float(params["min_chunk"]) if params.get("min_chunk") else None
     except ValueError:
         raise ApiError(400, f"min_chunk must be a number of seconds, got '{params['min_chunk']}'") from None
     kwargs = {"language": params.get("language") or None, "vad_filter": _flag(params.get("vad_filter"), "vad_filter"),
@@ -245,7 +245,7 @@ def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...
     transcribe = TranscribeOptions.from_kwargs(silence_threshold_db=options.silence_threshold_db, temperature=0.0,
                                                **{k: v for k, v in kwargs.items() if v is not None})
     model.tokenizer(transcribe.decoding.language, "transcribe")  # a language the model has
-    return StreamSetup(transcribe, StreamingOptions(min_chunk_s=min_chunk), sample_format)
+    return StreamSetup(transcribe, StreamingOptions.for_device(not model.session.on_host, min_chunk), sample_format)
 
 
 def pcm_samples(data: bytes, sample_format: str) -> np.ndarray:

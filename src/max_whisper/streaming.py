@@ -33,14 +33,15 @@ WINDOW_S = N_FRAMES / FRAMES_PER_SECOND  # the model's window: 30 s
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 _FORCED_KEEP_S = 5.0  # what a cut without a committed word to cut at keeps of the buffer's end
 _EDGE_S = 1.0  # with more audio than one window, words ending this close to the window's end may be cut short
+GPU_MIN_CHUNK_S = 0.5  # `StreamingOptions.for_device`
 
 
 @dataclass(frozen=True)
 class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
-    # new audio before the buffer is decoded again (a driver's pace): at 0.8 s tiny.en's median commit latency
-    # (over all words) is about 2 s on a 2-core CPU (docs/measurements.md, issue 24)
+    # new audio before the buffer is decoded again (a driver's pace; `for_device`: a GPU's is shorter): at 0.8 s
+    # tiny.en's median commit latency (over all words) is 1.8 s on a 2-core CPU (docs/measurements.md, issue 24)
     min_chunk_s: float = 0.8
     # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
@@ -54,6 +55,16 @@ class StreamingOptions:
     keep_s: float = 20.0
     max_buffer_s: float = 28.0  # a longer buffer is cut after its last committed word, or forced (below)
     prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt
+
+    @classmethod
+    def for_device(cls, gpu: bool, min_chunk_s: float | None = None) -> StreamingOptions:
+        """The defaults for a model on a GPU (`gpu`) or the CPU, `min_chunk_s` unless given. A GPU decodes a
+        buffer in about 0.06 s, so it decodes every GPU_MIN_CHUNK_S: tiny.en's median commit latency on an
+        H200 is then 0.90-0.98 s a recording, against about 1.5 s at 0.8 s, and 32 streams are carried in real
+        time; the text is about 1.6 WER points further from offline (docs/measurements.md, issue 24)."""
+        if min_chunk_s is None:
+            min_chunk_s = GPU_MIN_CHUNK_S if gpu else cls.min_chunk_s
+        return cls(min_chunk_s=min_chunk_s)
 
     def __post_init__(self) -> None:
         if self.min_chunk_s <= 0:
@@ -132,6 +143,9 @@ class StreamingTranscriber:
         self.committed: list[dict] = []  # every committed word
         self._committed_in_buffer: list[dict] = []  # those after the buffer's start
         self._hypothesis: list[dict] = []  # the last decode's words after the committed ones
+        # the last decode's tokens, while the buffer starts where it did: the next decode reads the same audio and
+        # more after the same prompt, so its greedy tokens start with most of them (a draft, `DecodingOptions`)
+        self._draft: tuple[int, ...] = ()
         self.decodes = 0
 
     @property
@@ -228,12 +242,13 @@ class StreamingTranscriber:
         before = self._prompt()
         if before:
             options = replace(options, initial_prompt=before)
-        if self.language is not None:
-            options = replace(options, decoding=replace(options.decoding, language=self.language))
+        options = replace(options, decoding=replace(options.decoding, draft=self._draft,
+                                                     language=self.language or options.decoding.language))
         if audio.size:
             result = transcribe_speech(self.model, front_end(audio, options, self.model.dims.n_mels), options,
                                        max_windows=1)
             self._detected = result["language"]
+            self._draft = tuple(t for s in result["segments"] for t in s["tokens"])
             seconds = audio.size / SAMPLE_RATE  # an aligned time can run past the audio's end
             words = [{**w, "start": round(min(w["start"], seconds) + offset, 3),
                       "end": round(min(w["end"], seconds) + offset, 3)}
@@ -326,6 +341,8 @@ class StreamingTranscriber:
             self._audio = self._audio[n:]
             self._offset += n / SAMPLE_RATE
             cut = self._offset
+        if n:
+            self._draft = ()  # the next decode's audio starts elsewhere
         # the word cut at leaves too: the offset is counted in whole samples and summed, so it can fall a hair
         # before that word's end, which kept the word (and its sentence end) in the buffer: a stream cut at it
         # for ever without moving, committing nothing more (measured: docs/measurements.md, issue 24)
