@@ -75,6 +75,8 @@ def test_a_draft_saves_steps_and_changes_no_token(tiny, tiny_step, jfk, kept, mo
     calls[:] = []
     stepped = tiny_step.decode(mel, replace(options, draft=draft))
     assert stepped.tokens == plain.tokens and len(calls) == math.ceil(len(plain.tokens) / STEPS_PER_CALL)
+    with pytest.raises(mw.WhisperError, match="draft's tokens must be ids of this model's vocabulary"):
+        tiny.decode(mel, replace(options, draft=(tiny.dims.n_vocab,)))
 
 
 def test_initial_prompt_equal(tiny, tiny_ref, jfk):

@@ -600,6 +600,8 @@ class DecodingTask:
         if not (opts.draft and opts.greedy and opts.temperature == 0 and tokens.shape[0] == 1
                 and self.model.decoder.takes_drafts):
             return []
+        if not all(0 <= t < self.dims.n_vocab for t in opts.draft):
+            raise WhisperError(f"a draft's tokens must be ids of this model's vocabulary (0 to {self.dims.n_vocab - 1})")
         room = min(self.n_ctx - tokens.shape[1] - 1, self.sample_len - 1)
         return list(opts.draft[:max(0, room)])
 
