@@ -49,12 +49,12 @@ import numpy as np
 
 import max_whisper as mw
 from benchmarks.common import add_model_args, command, machine, parser, write_json
-from benchmarks.suite.streaming import recordings
+from benchmarks.suite.streaming import BatchedStream, recordings
 from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, replay
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -198,16 +198,14 @@ VARIANTS = {
 }
 
 
-def simulate(transcriber: StreamingTranscriber, audio: np.ndarray, chunk_s: float, batcher: WindowBatcher) -> dict:
-    step = round(chunk_s * SAMPLE_RATE)
+def simulate(transcriber: StreamingTranscriber, audio: np.ndarray) -> dict:
+    """`replay` the audio; each committed word's latency on simulated time (the audio fed less its end)."""
     latencies: list[float] = []
-    for first in range(0, audio.size, step):
-        transcriber.feed(audio[first:first + step])
-        now = min(audio.size, first + step) / SAMPLE_RATE
-        update = batcher.counted(transcriber.update)
-        latencies.extend(now - w["end"] for w in update.committed)
-    final = batcher.counted(transcriber.finish)
-    latencies.extend(audio.size / SAMPLE_RATE - w["end"] for w in final.committed)
+
+    def on_update(update: StreamUpdate) -> None:
+        latencies.extend(transcriber.fed_s - w["end"] for w in update.committed)
+
+    replay(transcriber, audio, on_update)
     return {"text": transcriber.text, "latencies": latencies, "decodes": transcriber.decodes}
 
 
@@ -239,7 +237,8 @@ def main() -> None:
     def one(variant: str, name: str) -> None:
         cls, changes = VARIANTS[variant]
         streaming = replace(StreamingOptions(min_chunk_s=args.min_chunk), **changes)
-        results[variant, name] = simulate(cls(engine, stream_options, streaming), audio[name][0], args.min_chunk, batcher)
+        batched = type(f"Batched{cls.__name__}", (BatchedStream, cls), {})  # the variant's decodes through the batcher
+        results[variant, name] = simulate(batched(batcher, engine, stream_options, streaming), audio[name][0])
 
     with one_blas_thread():
         threads = [threading.Thread(target=one, args=(v, name)) for v in variants for name in audio]
