@@ -563,7 +563,7 @@ class DecodingTask:
     def _main_loop(self, inference: Inference, tokens: np.ndarray, pad: np.ndarray):
         n_batch = tokens.shape[0]
         sum_logprobs = np.zeros(n_batch, np.float32)
-        draft = self._usable_draft(tokens, pad)
+        draft = self._usable_draft(tokens)
         if draft:
             tokens, completed, no_speech = self._first_steps_with_draft(inference, tokens, sum_logprobs, draft)
         else:
@@ -593,12 +593,11 @@ class DecodingTask:
             f.apply(logits, tokens)
         return self.decoder.update(tokens, logits, sum_logprobs, inference)
 
-    def _usable_draft(self, tokens: np.ndarray, pad: np.ndarray) -> list[int]:
+    def _usable_draft(self, tokens: np.ndarray) -> list[int]:
         """The draft's tokens that fit in the context (and leave one sampled token to choose after them), where
-        a draft is used: a greedy decode at temperature 0 of one row, on a decoder that takes drafts."""
+        a draft is used: a greedy decode (temperature 0, `greedy`) of one row, on a decoder that takes drafts."""
         opts = self.options
-        if not (opts.draft and opts.greedy and opts.temperature == 0 and tokens.shape[0] == 1
-                and self.model.decoder.takes_drafts):
+        if not (opts.draft and opts.greedy and tokens.shape[0] == 1 and self.model.decoder.takes_drafts):
             return []
         if not all(0 <= t < self.dims.n_vocab for t in opts.draft):
             raise WhisperError(f"a draft's tokens must be ids of this model's vocabulary (0 to {self.dims.n_vocab - 1})")
