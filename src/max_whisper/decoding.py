@@ -565,11 +565,11 @@ class DecodingTask:
         sum_logprobs = np.zeros(n_batch, np.float32)
         draft = self._usable_draft(tokens)
         if draft:
-            tokens, completed, no_speech = self._first_steps_with_draft(inference, tokens, sum_logprobs, draft)
+            tokens, completed, sot_logits = self._first_steps_with_draft(inference, tokens, sum_logprobs, draft)
         else:
             sot_logits, logits = self._first_step(inference, tokens, pad)
-            no_speech = _softmax(sot_logits)[:, self.tokenizer.no_speech].tolist()
             tokens, completed = self._choose(inference, tokens, logits, sum_logprobs)
+        no_speech = _softmax(sot_logits)[:, self.tokenizer.no_speech].tolist()
         choices: Choices = []  # made on the device, not yet taken
         while not (completed or (tokens.shape[-1] - pad > self.n_ctx).all()
                    or tokens.shape[-1] - self.sample_begin >= self.sample_len):
@@ -605,22 +605,21 @@ class DecodingTask:
         return list(opts.draft[:max(0, room)])
 
     def _first_steps_with_draft(self, inference: Inference, tokens: np.ndarray, sum_logprobs: np.ndarray,
-                                draft: list[int]) -> tuple[np.ndarray, bool, list[float]]:
+                                draft: list[int]) -> tuple[np.ndarray, bool, np.ndarray]:
         """The first step with the draft fed after the initial tokens: the logits after each of them choose
         the next token as a step would, while the choices are the draft's; the first other choice (or the
         one after the whole draft) is kept too, and the run is rewound to before it, so that the steps go on
-        from there. Returns the tokens, whether the row ended, and the no-speech probability."""
+        from there. Returns the tokens, whether the row ended, and the logits after <|startoftranscript|>."""
         width = tokens.shape[1]
         fed = np.concatenate([tokens, np.array([draft], np.int64)], axis=1)
         out = inference.logits(fed, [self.sot_index, *range(width - 1, width + len(draft))])
-        no_speech = _softmax(out[:, 0])[:, self.tokenizer.no_speech].tolist()
         completed = False
         for j, guess in enumerate([*draft, None]):
             tokens, completed = self._choose(inference, tokens, np.array(out[:, 1 + j], np.float32), sum_logprobs)
             if completed or int(tokens[0, -1]) != guess:
                 break
         inference.rewind(tokens.shape[1] - 1)  # the last token chosen is not fed yet
-        return tokens, completed, no_speech
+        return tokens, completed, out[:, 0]
 
     def _first_step(self, inference: Inference, tokens: np.ndarray, pad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Feed every row's initial tokens; returns the logits after <|startoftranscript|> (for the
