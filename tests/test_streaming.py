@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -318,3 +319,36 @@ def test_a_stream_decodes_from_its_previous_tokens_until_its_buffer_is_cut(tiny,
         assert draft == (tokens if next_offset == offset else ())
         drafted, cut = drafted + bool(draft), cut + (next_offset != offset)
     assert drafted > len(decodes) // 2 and cut
+
+
+def test_a_loop_after_the_streams_text_is_read_again_without_it(tiny, monkeypatch):
+    """A buffer cut mid-sentence, its committed text ending "...the auction begins at": tiny.en read the
+    buffer after that prompt as "5.5.5..." to the window's end (checked below), the loop was committed, and
+    from then on it was every decode's prompt: a held-out recording's last 50 s came out as the loop. The decode
+    is read again after the caller's prompt alone, and the stream keeps doing so until its buffer is cut."""
+    audio = load_audio(REPO / "tests" / "audio" / "auction.flac")
+    prompt = ("key and start lifting create some fish onto the wet ground While the gold circle and complain overhead "
+              "A small truck wakes up the fish market with a send-in running Inside the market auction begins at")
+    looped = transcribe_with(tiny, audio, replace(OPTIONS, initial_prompt=prompt))
+    assert looped["segments"][0]["compression_ratio"] > OPTIONS.compression_ratio_threshold
+    prompts = []
+    real = streaming.transcribe_speech
+
+    def spy(model, speech, options, **kwargs):  # noqa: ANN001, ANN003
+        prompts.append(options.initial_prompt)
+        return real(model, speech, options, **kwargs)
+
+    monkeypatch.setattr(streaming, "transcribe_speech", spy)
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    transcriber.committed = _words(prompt, -16.0)  # committed before the buffer (it starts at 0)
+    transcriber.feed(audio)
+    first = transcriber.update()
+    assert prompts == [prompt, None]
+    text = first.committed_text + first.tentative_text
+    assert "5.5" not in text and "restaurants and shops walk along" in text
+    transcriber.feed(np.zeros(8000, dtype=np.float32))
+    transcriber.update()
+    assert prompts == [prompt, None, None]
+    transcriber._cut_at(3.0)  # after a cut, the committed text before the buffer is the prompt again
+    transcriber.update()
+    assert prompts[3] is not None and prompt[-100:] in prompts[3]

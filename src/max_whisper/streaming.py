@@ -146,6 +146,7 @@ class StreamingTranscriber:
         # the last decode's tokens, while the buffer starts where it did: the next decode reads the same audio and
         # more after the same prompt, so its greedy tokens start with most of them (a draft, `DecodingOptions`)
         self._draft: tuple[int, ...] = ()
+        self._prompt_looped = False  # the buffer's decodes loop after the committed text: `_transcribe`
         self.decodes = 0
 
     @property
@@ -238,15 +239,10 @@ class StreamingTranscriber:
         if clipped:
             audio = audio[: round(self.streaming.max_buffer_s * SAMPLE_RATE)]
         end = offset + audio.size / SAMPLE_RATE
-        options = self.options
-        before = self._prompt()
-        if before:
-            options = replace(options, initial_prompt=before)
-        options = replace(options, decoding=replace(options.decoding, draft=self._draft,
-                                                     language=self.language or options.decoding.language))
+        options = replace(self.options, decoding=replace(self.options.decoding, draft=self._draft,
+                                                          language=self.language or self.options.decoding.language))
         if audio.size:
-            result = transcribe_speech(self.model, front_end(audio, options, self.model.dims.n_mels), options,
-                                       max_windows=1)
+            result = self._transcribe(audio, options)
             self._detected = result["language"]
             self._draft = tuple(t for s in result["segments"] for t in s["tokens"])
             seconds = audio.size / SAMPLE_RATE  # an aligned time can run past the audio's end
@@ -260,6 +256,29 @@ class StreamingTranscriber:
         if clipped:
             words = [w for w in words if w["end"] <= end - _EDGE_S]
         return self._new_words(words)
+
+    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> dict:
+        """The buffer's first window decoded after the stream's committed text (`_prompt`). A text caught in a loop
+        there is read again after the caller's prompt alone, and that reading kept, until the buffer is cut, when
+        it is no longer looped: at temperature 0 a prompt that ends mid-sentence can start a loop (a buffer cut
+        after "...the auction begins at" read "5.5.5..." to the window's end), and once committed the loop was in
+        every later decode's prompt, so the rest of the stream was lost (docs/measurements.md, issue 24)."""
+        mel = front_end(audio, options, self.model.dims.n_mels)
+
+        def decode(options: TranscribeOptions) -> dict:
+            return transcribe_speech(self.model, mel, options, max_windows=1)
+
+        prompt = None if self._prompt_looped else self._prompt()
+        if not prompt:
+            return decode(options)
+        result = decode(replace(options, initial_prompt=prompt))
+        if not _looped(result, options):
+            return result
+        retry = decode(replace(options, decoding=replace(options.decoding, draft=())))  # not the loop's tokens
+        if _looped(retry, options):
+            return result  # the audio's own loop: the offline loop keeps one at its last temperature too
+        self._prompt_looped = True
+        return retry
 
     def _prompt(self) -> str | None:
         """The committed text before the buffer (its last `prompt_chars`), else the caller's initial prompt."""
@@ -343,10 +362,17 @@ class StreamingTranscriber:
             cut = self._offset
         if n:
             self._draft = ()  # the next decode's audio starts elsewhere
+            self._prompt_looped = False  # and after other text
         # the word cut at leaves too: the offset is counted in whole samples and summed, so it can fall a hair
         # before that word's end, which kept the word (and its sentence end) in the buffer: a stream cut at it
         # for ever without moving, committing nothing more (measured: docs/measurements.md, issue 24)
         self._committed_in_buffer = [w for w in self._committed_in_buffer if w["end"] > max(cut, time_s)]
+
+
+def _looped(result: dict, options: TranscribeOptions) -> bool:
+    """A decode whose text compresses too well (`TranscribeOptions.is_repetitive`, per window)."""
+    threshold = options.compression_ratio_threshold
+    return threshold is not None and any(s["compression_ratio"] > threshold for s in result["segments"])
 
 
 def run(transcriber: StreamingTranscriber, chunks: Iterable[np.ndarray],
