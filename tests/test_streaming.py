@@ -19,7 +19,7 @@ from max_whisper import cli, load_audio, streaming
 from max_whisper.bench import word_error_rate
 from max_whisper.errors import WhisperError
 from max_whisper.server import ServerOptions
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, pcm_chunks, replay
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, pcm_chunks, replay, words_text
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 from conftest import REPO, as_pcm16, running_server, write_wav
@@ -327,8 +327,7 @@ def test_a_loop_after_the_streams_text_is_read_again_without_it(tiny, monkeypatc
     from then on it was every decode's prompt: a held-out recording's last 50 s came out as the loop. The decode
     is read again after the caller's prompt alone, and the stream keeps doing so until its buffer is cut."""
     audio = load_audio(REPO / "tests" / "audio" / "auction.flac")
-    prompt = ("key and start lifting create some fish onto the wet ground While the gold circle and complain overhead "
-              "A small truck wakes up the fish market with a send-in running Inside the market auction begins at")
+    prompt = " A small truck wakes up the fish market with a send-in running. Inside the market auction begins at"
     looped = transcribe_with(tiny, audio, replace(OPTIONS, initial_prompt=prompt))
     assert looped["segments"][0]["compression_ratio"] > OPTIONS.compression_ratio_threshold
     prompts = []
@@ -340,7 +339,7 @@ def test_a_loop_after_the_streams_text_is_read_again_without_it(tiny, monkeypatc
 
     monkeypatch.setattr(streaming, "transcribe_speech", spy)
     transcriber = StreamingTranscriber(tiny, OPTIONS)
-    transcriber.committed = _words(prompt, -16.0)  # committed before the buffer (it starts at 0)
+    transcriber.committed = _words(prompt, -8.0)  # committed before the buffer (it starts at 0)
     transcriber.feed(audio)
     first = transcriber.update()
     assert prompts == [prompt, None]
@@ -351,4 +350,23 @@ def test_a_loop_after_the_streams_text_is_read_again_without_it(tiny, monkeypatc
     assert prompts == [prompt, None, None]
     transcriber._cut_at(3.0)  # after a cut, the committed text before the buffer is the prompt again
     transcriber.update()
-    assert prompts[3] is not None and prompt[-100:] in prompts[3]
+    assert prompts[3] is not None and prompt[-60:] in prompts[3]
+
+
+def test_an_unpunctuated_stream_is_cut_at_whispers_segment_ends_and_not_prompted_with_its_text(tiny):
+    """In tiny.en's unpunctuated style a stream commits no sentence end: its buffer was cut mid-sentence at
+    max_buffer_s, and its text, as the next decodes' prompt, kept them in that style. A committed word that
+    ended one of Whisper's segments in its decode is a place to cut, and text without a sentence end is no
+    prompt."""
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    transcriber._audio = np.zeros(25 * 16000, dtype=np.float32)  # the buffer: 0-25 s, over trim_s
+    words = _words("every spring my neighbor plants a garden behind her house and every spring she promises", 0.0)
+    transcriber._segment_ends = {words[8]["end"]}  # "house": the last word of the decode's first segment
+    transcriber._commit(words)
+    transcriber._trim()
+    assert transcriber._offset == pytest.approx(words[8]["end"], abs=1e-4)
+    assert transcriber._prompt() is None
+    sentence = _words("that this year it will be smaller. It never is", 10.0)
+    transcriber._commit(sentence)
+    transcriber._cut_at(sentence[6]["end"])  # after "smaller."
+    assert transcriber._prompt() == words_text(words + sentence[:7])

@@ -30,7 +30,15 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
   context_5: no buffer commits before it holds 5 s;
 - sliding_20, sliding_15: the buffer cut from 24 (20) s at the first committed sentence end leaving at most
   20 (15) s, so new words are read with that much audio before them (sliding_20 is now shipped: keep_s);
-- sliding_20_prompt_600: sliding_20 with prompt_chars 600.
+- sliding_20_prompt_600: sliding_20 with prompt_chars 600;
+- keep20_lookahead_1, _2, _3, _4.5: the shipped rule (keep_s 20) with lookahead_s 1, 2, 3, 4.5 s (how close more
+  right context brings the stream to offline, at what latency);
+- unsettled_2, unsettled_3, unsettled_4.5: a word that two decodes which heard it through read differently waits
+  for 2 (3, 4.5) s of audio after it, the others for lookahead_s (the shipped rule otherwise); unsettled_3_early,
+  unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s);
+- punctuated_prompt: the committed text is the prompt only when it holds a sentence end (a stream in tiny.en's
+  unpunctuated style otherwise stays in it); segment_cuts: the buffer may be cut after a committed word that ended
+  one of Whisper's segments, as after a sentence end; punctuated_prompt_segment_cuts: both.
 Result files written before keep_s (2026-12-01) name the rule of that time `shipped`: it is `before` here now.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
@@ -54,7 +62,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, replay
+from max_whisper.streaming import SENTENCE_ENDS, StreamingOptions, StreamingTranscriber, StreamUpdate, _ends_sentence, replay
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -127,6 +135,91 @@ class ConfidentLookahead(StreamingTranscriber):
         return ready
 
 
+class Unsettled(StreamingTranscriber):
+    """A word that two decodes which both heard it through (`lookahead_s` of audio after its end) read
+    differently waits for `unsettled_lookahead_s` of audio after it; the others commit as shipped (the prefix
+    committed stops at the first word still waiting). The decodes' own disagreement marks the words a stream
+    gets wrong, where most words are read the same from the first decode that hears them whole, so the median
+    latency should barely move."""
+
+    unsettled_lookahead_s = 2.0
+    heard_s: float | None = None  # audio after a word's end for its reading to count (None: lookahead_s)
+
+    def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self._heard: list[tuple[float, float, str]] = []  # words heard through by earlier decodes, not yet committed
+        self._unsettled: list[tuple[float, float]] = []  # time spans two such readings differ on
+
+    def _heard_through(self, words: list[dict], agreed: int) -> int:
+        heard_until = self._decoded_until - (self.streaming.lookahead_s if self.heard_s is None else self.heard_s)
+        heard = [(w["start"], w["end"], w["word"].strip()) for w in words if w["end"] <= heard_until]
+        for start, end, key in heard:
+            for s, e, k in self._heard:
+                if k != key and min(end, e) - max(start, s) > 0.5 * max(min(end - start, e - s), 0.02):
+                    self._unsettled.append((min(start, s), max(end, e)))
+        committed_end = self.committed[-1]["end"] if self.committed else 0.0
+        self._heard = [h for h in self._heard if h[1] > committed_end - 1.0] + heard
+        self._unsettled = [u for u in self._unsettled if u[1] > committed_end - 1.0]
+        ready = 0
+        while ready < agreed:
+            w = words[ready]
+            unsettled = any(min(w["end"], e) - max(w["start"], s) > 0 for s, e in self._unsettled)
+            wait = self.unsettled_lookahead_s if unsettled else self.streaming.lookahead_s
+            if w["end"] > self._decoded_until - wait:
+                break
+            ready += 1
+        return ready
+
+
+class Unsettled3(Unsettled):
+    unsettled_lookahead_s = 3.0
+
+
+class Unsettled45(Unsettled):
+    unsettled_lookahead_s = 4.5
+
+
+class Unsettled3Early(Unsettled):
+    unsettled_lookahead_s = 3.0
+    heard_s = 0.2
+
+
+class Unsettled45Early(Unsettled45):
+    heard_s = 0.2
+
+
+class PunctuatedPrompt(StreamingTranscriber):
+    """The committed text before the buffer is the prompt only when it holds a sentence end: a stream whose
+    decodes fell into tiny.en's unpunctuated style (one near-tie at a decode's first segment end, a timestamp
+    token against a comma, sets it for the whole decode) committed no sentence end, and its unpunctuated prompt
+    kept every later decode in that style; without a prompt, each buffer's decodes choose afresh."""
+
+    def _prompt(self) -> str | None:
+        text = super()._prompt()
+        return text if text and any(end in text for end in SENTENCE_ENDS) else None
+
+
+class SegmentCuts(StreamingTranscriber):
+    """A committed word that ended one of Whisper's segments (a timestamp token after it, not at the decode's
+    end) is a place to cut the buffer as a sentence end is: in the unpunctuated style the segments still end
+    where sentences do, where the buffer was otherwise cut at max_buffer_s after its last committed word."""
+
+    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> dict:
+        result = super()._transcribe(audio, options)
+        for segment in result["segments"][:-1]:
+            if segment.get("words"):
+                segment["words"][-1] = {**segment["words"][-1], "segment_end": True}
+        return result
+
+    def _sentence_ends(self) -> list[float]:
+        return [w["end"] for w in self._committed_in_buffer
+                if (_ends_sentence(w) or w.get("segment_end")) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+
+
+class PunctuatedPromptSegmentCuts(PunctuatedPrompt, SegmentCuts):
+    pass
+
+
 class KeepSentence(StreamingTranscriber):
     """whisper_streaming's trim: a buffer over `trim_s` is cut at the end of its second-last committed sentence,
     so that the last committed sentence stays in the buffer as audio context for the words after it (the rule
@@ -193,6 +286,18 @@ VARIANTS = {
     "context_5": (Context5, BEFORE),
     "sliding_20": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0}),
     "sliding_15": (StreamingTranscriber, {"trim_s": 20.0, "keep_s": 15.0, "max_buffer_s": 28.0}),
+    "keep20_lookahead_1": (StreamingTranscriber, {"lookahead_s": 1.0}),
+    "keep20_lookahead_2": (StreamingTranscriber, {"lookahead_s": 2.0}),
+    "keep20_lookahead_3": (StreamingTranscriber, {"lookahead_s": 3.0}),
+    "keep20_lookahead_4.5": (StreamingTranscriber, {"lookahead_s": 4.5}),
+    "unsettled_2": (Unsettled, {}),
+    "unsettled_3": (Unsettled3, {}),
+    "unsettled_4.5": (Unsettled45, {}),
+    "unsettled_3_early": (Unsettled3Early, {}),
+    "unsettled_4.5_early": (Unsettled45Early, {}),
+    "punctuated_prompt": (PunctuatedPrompt, {}),
+    "segment_cuts": (SegmentCuts, {}),
+    "punctuated_prompt_segment_cuts": (PunctuatedPromptSegmentCuts, {}),
     "sliding_20_prompt_600": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0,
                                                      "prompt_chars": 600}),
 }

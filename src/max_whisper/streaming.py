@@ -5,9 +5,9 @@ Macháček et al. 2023): after each decode, the words that this hypothesis and t
 order from the start and up to `lookahead_s` before the end of the audio read, are committed (final, never
 revised); the rest is the tentative tail. Words carry word timestamps (the aligner); a new hypothesis is
 matched against what is already committed by its words' text and times, and the buffer is cut by their
-times: at the end of a committed sentence once it is longer than `trim_s`, keeping up to `keep_s` of it as the
-context of the words to come, so memory and the cost of an update stay bounded over hours. The committed text
-before the buffer is the prompt.
+times: at the end of a committed sentence (or of one of Whisper's segments) once it is longer than `trim_s`,
+keeping up to `keep_s` of it as the context of the words to come, so memory and the cost of an update stay
+bounded over hours. The committed text before the buffer, when it holds a sentence end, is the prompt.
 
 `StreamingTranscriber` does the bookkeeping and is driven by its caller (`feed`, `update`, `finish`); `run`
 drives one from a source of chunks in real time (the CLI's `max-whisper live`), `replay` from a recording on
@@ -54,7 +54,7 @@ class StreamingOptions:
     trim_s: float = 24.0
     keep_s: float = 20.0
     max_buffer_s: float = 28.0  # a longer buffer is cut after its last committed word, or forced (below)
-    prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt
+    prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt (`_prompt`)
 
     @classmethod
     def for_device(cls, gpu: bool, min_chunk_s: float | None = None) -> StreamingOptions:
@@ -143,6 +143,8 @@ class StreamingTranscriber:
         self.committed: list[dict] = []  # every committed word
         self._committed_in_buffer: list[dict] = []  # those after the buffer's start
         self._hypothesis: list[dict] = []  # the last decode's words after the committed ones
+        self._segment_ends: set[float] = set()  # the last decode's words that ended one of its segments (their ends)
+        self._committed_segment_ends: set[float] = set()  # those of them committed, in the buffer: `_sentence_ends`
         # the last decode's tokens, while the buffer starts where it did: the next decode reads the same audio and
         # more after the same prompt, so its greedy tokens start with most of them (a draft, `DecodingOptions`)
         self._draft: tuple[int, ...] = ()
@@ -246,11 +248,13 @@ class StreamingTranscriber:
             self._detected = result["language"]
             self._draft = tuple(t for s in result["segments"] for t in s["tokens"])
             seconds = audio.size / SAMPLE_RATE  # an aligned time can run past the audio's end
-            words = [{**w, "start": round(min(w["start"], seconds) + offset, 3),
-                      "end": round(min(w["end"], seconds) + offset, 3)}
-                     for s in result["segments"] for w in s.get("words", [])]
+            segments = [[{**w, "start": round(min(w["start"], seconds) + offset, 3),
+                          "end": round(min(w["end"], seconds) + offset, 3)} for w in s.get("words", [])]
+                        for s in result["segments"]]
+            words = [w for segment in segments for w in segment]
+            self._segment_ends = {segment[-1]["end"] for segment in segments[:-1] if segment}
         else:
-            words = []
+            words, self._segment_ends = [], set()
         self.decodes += 1
         self._decoded_until = end
         if clipped:
@@ -281,12 +285,15 @@ class StreamingTranscriber:
         return retry
 
     def _prompt(self) -> str | None:
-        """The committed text before the buffer (its last `prompt_chars`), else the caller's initial prompt."""
+        """The committed text before the buffer (its last `prompt_chars`) when it holds a sentence end; None: the
+        caller's initial prompt. Without one it is in tiny.en's unpunctuated style (a near-tie at a decode's first
+        segment end, a timestamp token against a comma, sets a decode's style), and as the prompt it held every
+        later decode in that style, cut mid-sentence (docs/measurements.md, issue 24)."""
         done = len(self.committed) - len(self._committed_in_buffer)
-        if done == 0:
+        if done == 0 or not self.streaming.prompt_chars:
             return None
-        text = words_text(self.committed[:done])
-        return text[-self.streaming.prompt_chars:] if self.streaming.prompt_chars else None
+        text = words_text(self.committed[:done])[-self.streaming.prompt_chars:]
+        return text if any(end in text for end in SENTENCE_ENDS) else None
 
     def _new_words(self, words: list[dict]) -> list[dict]:
         """A hypothesis' words after the committed ones. A decode reads the buffer's committed words again:
@@ -320,6 +327,7 @@ class StreamingTranscriber:
             self.language = self._detected
         self.committed += words
         self._committed_in_buffer += words
+        self._committed_segment_ends |= {w["end"] for w in words} & self._segment_ends
         return words
 
     def _trim(self) -> list[dict]:
@@ -350,9 +358,13 @@ class StreamingTranscriber:
 
     def _sentence_ends(self) -> list[float]:
         """The ends of the buffer's committed sentences that a cut can move its start to: by a sample at least
-        (a cut at the start would be taken again and again)."""
+        (a cut at the start would be taken again and again). A committed word that ended one of Whisper's
+        segments in the decode it was committed from counts as a sentence end: in tiny.en's unpunctuated style
+        the segments still end where sentences do, and the buffer was otherwise cut at max_buffer_s after its
+        last committed word, mid-sentence (docs/measurements.md, issue 24)."""
         return [w["end"] for w in self._committed_in_buffer
-                if _ends_sentence(w) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
+                if (_ends_sentence(w) or w["end"] in self._committed_segment_ends)
+                and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
 
     def _cut_at(self, time_s: float) -> None:
         with self._lock:
@@ -367,6 +379,7 @@ class StreamingTranscriber:
         # before that word's end, which kept the word (and its sentence end) in the buffer: a stream cut at it
         # for ever without moving, committing nothing more (measured: docs/measurements.md, issue 24)
         self._committed_in_buffer = [w for w in self._committed_in_buffer if w["end"] > max(cut, time_s)]
+        self._committed_segment_ends = {t for t in self._committed_segment_ends if t > max(cut, time_s)}
 
 
 def _looped(result: dict, options: TranscribeOptions) -> bool:
