@@ -383,9 +383,8 @@ class StreamingTranscriber:
 
 
 def _looped(result: dict, options: TranscribeOptions) -> bool:
-    """A decode whose text compresses too well (`TranscribeOptions.is_repetitive`, per window)."""
-    threshold = options.compression_ratio_threshold
-    return threshold is not None and any(s["compression_ratio"] > threshold for s in result["segments"])
+    """A decode whose text compresses too well (its window's ratio, on each of its segments)."""
+    return any(options.is_repetitive(s["compression_ratio"]) for s in result["segments"])
 
 
 def run(transcriber: StreamingTranscriber, chunks: Iterable[np.ndarray],

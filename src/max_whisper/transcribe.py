@@ -152,11 +152,11 @@ class TranscribeOptions:
                 and self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold):
             return False  # silence: nothing better to find
         too_unsure = self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
-        return self.is_repetitive(result) or too_unsure
+        return self.is_repetitive(result.compression_ratio) or too_unsure
 
-    def is_repetitive(self, result: DecodingResult) -> bool:
-        """A text that compresses too well: a decode caught in a loop."""
-        return self.compression_ratio_threshold is not None and result.compression_ratio > self.compression_ratio_threshold
+    def is_repetitive(self, compression_ratio: float) -> bool:
+        """A text that compresses this well: a decode caught in a loop."""
+        return self.compression_ratio_threshold is not None and compression_ratio > self.compression_ratio_threshold
 
     def is_no_speech(self, result: DecodingResult) -> bool:
         """A window to skip: likely silence, and not a confident text."""
@@ -373,7 +373,7 @@ class Loop:
             for (stream, (seek, size)), mel, prompt, result in zip(active, mels, prompts, results):
                 if options.needs_fallback(result, stream.speech) and len(options.temperature) > 1:
                     result = self.decode_with_fallback(mel, prompt, size, options.temperature[1:], stream.speech)
-                if stream.speech and prompt and prompt != self.initial_prompt_tokens and options.is_repetitive(result):
+                if stream.speech and prompt and prompt != self.initial_prompt_tokens and options.is_repetitive(result.compression_ratio):
                     result = self.decode_without_context(mel, size, result)
                 stream.take(seek, size, result)
             steps += 1
@@ -413,7 +413,7 @@ class Loop:
         kept if no longer repetitive. The sequential loop keeps openai-whisper's rules and never does this."""
         options = self.options.window_options(self.options.temperature[0], self.initial_prompt_tokens or None)
         result = self.model.decode_windows(mel[None], options, frames=[frames])[0]
-        return looped if self.options.is_repetitive(result) else result
+        return looped if self.options.is_repetitive(result.compression_ratio) else result
 
     def silent(self, seek: int, size: int) -> bool:
         threshold = self.options.silence_threshold_db
