@@ -35,14 +35,15 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
   right context brings the stream to offline, at what latency);
 - unsettled_2, unsettled_3, unsettled_4.5: a word that two decodes which heard it through read differently waits
   for 2 (3, 4.5) s of audio after it, the others for lookahead_s (the shipped rule otherwise); unsettled_3_early,
-  unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s);
-- punctuated_prompt: the committed text is the prompt only when it holds a sentence end (a stream in tiny.en's
-  unpunctuated style otherwise stays in it); segment_cuts: the buffer may be cut after a committed word that ended
-  one of Whisper's segments, as after a sentence end; punctuated_prompt_segment_cuts: both.
+  unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s).
 Result files written before keep_s (2026-12-01) name the rule of that time `shipped`: it is `before` here now.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
-rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it.
+rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it. So are two rules measured here as the
+variants punctuated_prompt (the committed text the prompt only when it holds a sentence end), segment_cuts (a cut
+after a committed word that ended one of Whisper's segments) and both (rules_h200_segments/: the package of
+98e5e3d with this file as of 2ce5e12, which holds them): `StreamingTranscriber._prompt` and `_sentence_ends` since
+2ce5e12.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
-from max_whisper.streaming import SENTENCE_ENDS, StreamingOptions, StreamingTranscriber, StreamUpdate, _ends_sentence, replay
+from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, replay
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
 
@@ -188,38 +189,6 @@ class Unsettled45Early(Unsettled45):
     heard_s = 0.2
 
 
-class PunctuatedPrompt(StreamingTranscriber):
-    """The committed text before the buffer is the prompt only when it holds a sentence end: a stream whose
-    decodes fell into tiny.en's unpunctuated style (one near-tie at a decode's first segment end, a timestamp
-    token against a comma, sets it for the whole decode) committed no sentence end, and its unpunctuated prompt
-    kept every later decode in that style; without a prompt, each buffer's decodes choose afresh."""
-
-    def _prompt(self) -> str | None:
-        text = super()._prompt()
-        return text if text and any(end in text for end in SENTENCE_ENDS) else None
-
-
-class SegmentCuts(StreamingTranscriber):
-    """A committed word that ended one of Whisper's segments (a timestamp token after it, not at the decode's
-    end) is a place to cut the buffer as a sentence end is: in the unpunctuated style the segments still end
-    where sentences do, where the buffer was otherwise cut at max_buffer_s after its last committed word."""
-
-    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> dict:
-        result = super()._transcribe(audio, options)
-        for segment in result["segments"][:-1]:
-            if segment.get("words"):
-                segment["words"][-1] = {**segment["words"][-1], "segment_end": True}
-        return result
-
-    def _sentence_ends(self) -> list[float]:
-        return [w["end"] for w in self._committed_in_buffer
-                if (_ends_sentence(w) or w.get("segment_end")) and w["end"] > self._offset + 0.5 / SAMPLE_RATE]
-
-
-class PunctuatedPromptSegmentCuts(PunctuatedPrompt, SegmentCuts):
-    pass
-
-
 class KeepSentence(StreamingTranscriber):
     """whisper_streaming's trim: a buffer over `trim_s` is cut at the end of its second-last committed sentence,
     so that the last committed sentence stays in the buffer as audio context for the words after it (the rule
@@ -295,9 +264,6 @@ VARIANTS = {
     "unsettled_4.5": (Unsettled45, {}),
     "unsettled_3_early": (Unsettled3Early, {}),
     "unsettled_4.5_early": (Unsettled45Early, {}),
-    "punctuated_prompt": (PunctuatedPrompt, {}),
-    "segment_cuts": (SegmentCuts, {}),
-    "punctuated_prompt_segment_cuts": (PunctuatedPromptSegmentCuts, {}),
     "sliding_20_prompt_600": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0,
                                                      "prompt_chars": 600}),
 }
