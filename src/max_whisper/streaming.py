@@ -1,9 +1,10 @@
 """Live transcription: audio fed as it arrives, text committed as it is spoken.
 
 Whisper reads 30 s windows, so a stream re-decodes a growing buffer (whisper_streaming's local agreement,
-Macháček et al. 2023): after each decode, the words that this hypothesis and the previous one agree on, in
-order from the start and up to `lookahead_s` before the end of the audio read, are committed (final, never
-revised); the rest is the tentative tail. Words carry word timestamps (the aligner); a new hypothesis is
+Macháček et al. 2023): after each decode, the words that this hypothesis and the previous ones agree on
+(`agreement` decodes in all, two by default), in order from the start and up to `lookahead_s` before the end of
+the audio read, are committed (final, never revised); the rest is the tentative tail. Each decode reads the
+buffer as a whole window of audio: its speech, then silence. Words carry word timestamps (the aligner); a new hypothesis is
 matched against what is already committed by its words' text and times, and the buffer is cut by their
 times: at the end of a committed sentence (or of one of Whisper's segments) once it is longer than `trim_s`,
 keeping up to `keep_s` of it as the context of the words to come, so memory and the cost of an update stay
@@ -24,7 +25,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, from_pcm16
+from .audio import N_SAMPLES, SAMPLE_RATE, from_pcm16
 from .errors import WhisperError
 from .features import FRAMES_PER_SECOND, N_FRAMES
 from .transcribe import Engine, TranscribeOptions, front_end, transcribe_speech
@@ -47,6 +48,11 @@ class StreamingOptions:
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
     # follows (measured: docs/measurements.md, issue 24).
     lookahead_s: float = 0.5
+    # how many successive decodes must agree on a word: a word's reading near the buffer's end can change from one
+    # decode to the next and back, so two in a row agreeing on a wrong one is often a matter of chance; a third
+    # takes tiny.en's text 1-2 WER points closer to offline for one more min_chunk_s of latency, and more under
+    # many streams (docs/measurements.md, issue 24)
+    agreement: int = 2
     # A buffer over trim_s is cut at the first committed sentence end that leaves at most keep_s of it (the last
     # one if none does): new words are then read with up to keep_s of the speech before them, where a cut at
     # the last sentence end (keep_s 0) left a few seconds, and words in a buffer's first seconds were read
@@ -60,8 +66,9 @@ class StreamingOptions:
     def for_device(cls, gpu: bool, min_chunk_s: float | None = None) -> StreamingOptions:
         """The defaults for a model on a GPU (`gpu`) or the CPU, `min_chunk_s` unless given. A GPU decodes a
         buffer in about 0.06 s, so it decodes every GPU_MIN_CHUNK_S: tiny.en's median commit latency on an
-        H200 is then 0.90-0.98 s a recording, against about 1.5 s at 0.8 s, and 32 streams are carried in real
-        time; the text is about 1.6 WER points further from offline (docs/measurements.md, issue 24)."""
+        H200 is then 0.87-0.93 s a recording, against about 1.5 s at 0.8 s, and 32 streams were carried in real
+        time; on simulated time the text is 0.2 WER points further from offline than at 0.8 s
+        (docs/measurements.md, issue 24)."""
         if min_chunk_s is None:
             min_chunk_s = GPU_MIN_CHUNK_S if gpu else cls.min_chunk_s
         return cls(min_chunk_s=min_chunk_s)
@@ -69,6 +76,8 @@ class StreamingOptions:
     def __post_init__(self) -> None:
         if self.min_chunk_s <= 0:
             raise WhisperError(f"min_chunk_s must be positive, got {self.min_chunk_s}")
+        if self.agreement < 2:
+            raise WhisperError(f"agreement must be at least 2 decodes, got {self.agreement}")
         if not 0 <= self.lookahead_s < _FORCED_KEEP_S:
             raise WhisperError(f"lookahead_s must be at least 0 and under {_FORCED_KEEP_S:g} s, got {self.lookahead_s}")
         if not 0 < self.trim_s <= self.max_buffer_s <= WINDOW_S - _EDGE_S:
@@ -112,6 +121,14 @@ def _ends_sentence(word: dict) -> bool:
     return word["word"].rstrip().endswith(SENTENCE_ENDS)
 
 
+def _agreed(words: list[dict], reference: list[dict]) -> int:
+    """How many words from the start two hypotheses agree on (`_key`)."""
+    n = 0
+    while n < min(len(words), len(reference)) and _key(words[n]) == _key(reference[n]):
+        n += 1
+    return n
+
+
 def _key(word: dict) -> str:
     """A word as two hypotheses are compared: its text, punctuation included (a commit that picked one of two
     punctuations would make the prompt, and with it the following text, drift out of the model's style)."""
@@ -143,6 +160,7 @@ class StreamingTranscriber:
         self.committed: list[dict] = []  # every committed word
         self._committed_in_buffer: list[dict] = []  # those after the buffer's start
         self._hypothesis: list[dict] = []  # the last decode's words after the committed ones
+        self._earlier: list[list[dict]] = []  # those of the `agreement` - 2 decodes before it, as they were left
         self._segment_ends: set[float] = set()  # the last decode's words that ended one of its segments (their ends)
         self._committed_segment_ends: set[float] = set()  # those of them committed, in the buffer: `_sentence_ends`
         # the last decode's tokens, while the buffer starts where it did: the next decode reads the same audio and
@@ -181,21 +199,27 @@ class StreamingTranscriber:
 
     def update(self) -> StreamUpdate:
         """Decode the buffer (at most one window of it) and commit the words this decode and the previous
-        one agree on, up to `lookahead_s` before the end of the audio decoded."""
+        ones (`agreement` decodes in all) agree on, up to `lookahead_s` before the end of the audio decoded."""
         words = self._decode()
-        reference = self._agreement_reference()
-        agreed = 0
-        while agreed < min(len(words), len(reference)) and _key(words[agreed]) == _key(reference[agreed]):
-            agreed += 1
-        ready = self._heard_through(words, agreed)
+        ready = self._heard_through(words, _agreed(words, self._agreement_reference()))
         committed = self._commit(words[:ready])
+        if self.streaming.agreement > 2:
+            self._earlier = [*self._earlier, self._hypothesis][2 - self.streaming.agreement:]
         self._hypothesis = words[ready:]
         committed += self._trim()
         return StreamUpdate(committed, list(self._hypothesis))
 
     def _agreement_reference(self) -> list[dict]:
-        """The words a new decode must agree with to commit them: the previous decode's after the committed."""
-        return self._hypothesis
+        """The words a new decode must agree with to commit them: the previous decode's after the committed, as
+        far as the decodes before it (less the words committed since) agree with them."""
+        if len(self._earlier) < self.streaming.agreement - 2:
+            return []
+        last_end = self.committed[-1]["end"] if self.committed else float("-inf")
+        reference = self._hypothesis
+        for earlier in self._earlier:
+            earlier = [w for w in earlier if w["start"] > last_end - 0.1]  # as `_new_words` tells committed ones
+            reference = reference[:_agreed(reference, earlier)]
+        return reference
 
     def _heard_through(self, words: list[dict], agreed: int) -> int:
         """How many of the `agreed` first words to commit: up to the last one ending `lookahead_s` before the
@@ -267,7 +291,10 @@ class StreamingTranscriber:
         it is no longer looped: at temperature 0 a prompt that ends mid-sentence can start a loop (a buffer cut
         after "...the auction begins at" read "5.5.5..." to the window's end), and once committed the loop was in
         every later decode's prompt, so the rest of the stream was lost (docs/measurements.md, issue 24)."""
-        mel = front_end(audio, options, self.model.dims.n_mels)
+        # the buffer then silence (the log-mel of zeros) to a whole window, where the sequential loop pads a
+        # short window's log-mel with zeros, as openai-whisper's does: the features of a broadband noise, which
+        # every decode of a stream would read right after its newest words (docs/measurements.md, issue 24)
+        mel = front_end(np.pad(audio, (0, max(0, N_SAMPLES - audio.size))), options, self.model.dims.n_mels)
 
         def decode(options: TranscribeOptions) -> dict:
             return transcribe_speech(self.model, mel, options, max_windows=1)
