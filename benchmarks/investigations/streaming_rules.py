@@ -35,7 +35,9 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
   right context brings the stream to offline, at what latency);
 - unsettled_2, unsettled_3, unsettled_4.5: a word that two decodes which heard it through read differently waits
   for 2 (3, 4.5) s of audio after it, the others for lookahead_s (the shipped rule otherwise); unsettled_3_early,
-  unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s).
+  unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s);
+- agree_3: a word committed once three successive decodes agree on it (StreamingOptions.agreement 3, a GPU's
+  default since it was measured here).
 Result files written before keep_s (2026-12-01) name the rule of that time `shipped`: it is `before` here now.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
@@ -43,7 +45,10 @@ rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it. So are
 variants punctuated_prompt (the committed text the prompt only when it holds a sentence end), segment_cuts (a cut
 after a committed word that ended one of Whisper's segments) and both (rules_h200_segments/: the package of
 98e5e3d with this file as of 2ce5e12, which holds them): `StreamingTranscriber._prompt` and `_sentence_ends` since
-2ce5e12.
+2ce5e12. And two measured as silence_padded (each decode's window the buffer then silence, the log-mel of zeros,
+not the log-mel zeros the sequential loop pads a short window with) and agree_3 / silence_agree_3 (three decodes
+in a row agree; rules_h200_silence/: the package of b7b733c): the first is how every stream decodes now, so
+`shipped` is silence_padded and `agree_3` silence_agree_3.
 """
 
 from __future__ import annotations
@@ -264,6 +269,7 @@ VARIANTS = {
     "unsettled_4.5": (Unsettled45, {}),
     "unsettled_3_early": (Unsettled3Early, {}),
     "unsettled_4.5_early": (Unsettled45Early, {}),
+    "agree_3": (StreamingTranscriber, {"agreement": 3}),
     "sliding_20_prompt_600": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0,
                                                      "prompt_chars": 600}),
 }
