@@ -277,6 +277,8 @@ def test_bad_chunks_get_an_error_event_and_the_stream_goes_on(server):
                                             ("?language=de", "English-only"),
                                             ("?min_chunk=0", "min_chunk_s must be positive"),
                                             ("?min_chunk=9", "min_chunk_s must be at most"),
+                                            ("?agreement=1", "agreement must be at least 2"),
+                                            ("?agreement=two", "agreement must be a whole number"),
                                             ("?speed=2", "unknown stream parameter")])
 def test_bad_parameters_close_the_stream(server, query, message):
     with connect(server[0] + query) as ws:

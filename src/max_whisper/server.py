@@ -18,7 +18,7 @@ import contextlib
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -227,8 +227,8 @@ SAMPLE_FORMATS: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dty
 
 def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...], options: ServerOptions) -> StreamSetup:
     """A stream's options from its URL's query: model, language, format (s16le, f32le), min_chunk (seconds),
-    vad_filter, vad_parameters."""
-    unknown = set(params) - {"model", "language", "format", "min_chunk", "vad_filter", "vad_parameters"}
+    agreement (decodes), vad_filter, vad_parameters."""
+    unknown = set(params) - {"model", "language", "format", "min_chunk", "agreement", "vad_filter", "vad_parameters"}
     if unknown:
         raise ApiError(400, f"unknown stream parameter(s): {', '.join(sorted(unknown))}")
     if params.get("model") and params["model"] not in model_names:
@@ -240,12 +240,19 @@ def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...
         min_chunk = float(params["min_chunk"]) if params.get("min_chunk") else None
     except ValueError:
         raise ApiError(400, f"min_chunk must be a number of seconds, got '{params['min_chunk']}'") from None
+    try:
+        agreement = int(params["agreement"]) if params.get("agreement") else None
+    except ValueError:
+        raise ApiError(400, f"agreement must be a whole number of decodes, got '{params['agreement']}'") from None
     kwargs = {"language": params.get("language") or None, "vad_filter": _flag(params.get("vad_filter"), "vad_filter"),
               "vad_parameters": _vad_parameters(params.get("vad_parameters"))}
     transcribe = TranscribeOptions.from_kwargs(silence_threshold_db=options.silence_threshold_db, temperature=0.0,
                                                **{k: v for k, v in kwargs.items() if v is not None})
     model.tokenizer(transcribe.decoding.language, "transcribe")  # a language the model has
-    return StreamSetup(transcribe, StreamingOptions.for_device(not model.session.on_host, min_chunk), sample_format)
+    streaming = StreamingOptions.for_device(not model.session.on_host, min_chunk)
+    if agreement is not None:
+        streaming = replace(streaming, agreement=agreement)
+    return StreamSetup(transcribe, streaming, sample_format)
 
 
 def pcm_samples(data: bytes, sample_format: str) -> np.ndarray:
