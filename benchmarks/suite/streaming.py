@@ -2,8 +2,8 @@
 accuracy against the offline transcript, the latency from a word's end in the audio to its committed text,
 and how many streams one device carries in real time.
 
-    python -m benchmarks.suite.streaming [--device cpu] [--model tiny.en] [--min-chunk 0.8 on the CPU, 0.3 on a GPU]
-        [--agreement 2 on the CPU, 3 on a GPU] [--trim 24 --keep 20 --max-buffer 28]
+    python -m benchmarks.suite.streaming [--device cpu] [--model tiny.en] [--min-chunk 0.8 on the CPU, 0.5 on a GPU]
+        [--agreement 2] [--trim 24 --keep 20 --max-buffer 28]
         [--recordings lecture,garden,railway,kitchen,comet] [--streams 1] [--seconds S] [--without-draft]
         [--output benchmarks/results/streaming/DEVICE]
 
@@ -143,9 +143,9 @@ def main() -> None:
     p.add_argument("--min-chunk", type=float, default=None,
                    help="StreamingOptions.min_chunk_s (default the device's: StreamingOptions.for_device)")
     p.add_argument("--lookahead", type=float, default=0.5, help="StreamingOptions.lookahead_s (default 0.5)")
-    p.add_argument("--agreement", type=int, default=None,
-                   help="StreamingOptions.agreement (default the device's: StreamingOptions.for_device)")
     defaults = StreamingOptions()
+    p.add_argument("--agreement", type=int, default=defaults.agreement,
+                   help=f"StreamingOptions.agreement (default {defaults.agreement})")
     p.add_argument("--trim", type=float, default=defaults.trim_s, help=f"StreamingOptions.trim_s (default {defaults.trim_s:g})")
     p.add_argument("--keep", type=float, default=defaults.keep_s, help=f"StreamingOptions.keep_s (default {defaults.keep_s:g})")
     p.add_argument("--max-buffer", type=float, default=defaults.max_buffer_s,
@@ -170,7 +170,7 @@ def main() -> None:
     stream_options = TranscribeOptions.from_kwargs(word_timestamps=True, temperature=0.0)  # the live defaults
     streaming = StreamingOptions.for_device(args.device == "gpu", args.min_chunk)
     streaming = replace(streaming, lookahead_s=args.lookahead, trim_s=args.trim, keep_s=args.keep,
-                        max_buffer_s=args.max_buffer, agreement=args.agreement or streaming.agreement)
+                        max_buffer_s=args.max_buffer, agreement=args.agreement)
     report: dict = {"model": args.model, "device": args.device, "machine": machine(), "command": command(),
                     "streaming": vars(streaming), "draft": not args.without_draft, "settings": "offline: transcribe's defaults (temperature fallback), word "
                     "timestamps; stream: temperature 0 without fallback, word timestamps; WER with "
