@@ -36,8 +36,8 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
 - unsettled_2, unsettled_3, unsettled_4.5: a word that two decodes which heard it through read differently waits
   for 2 (3, 4.5) s of audio after it, the others for lookahead_s (the shipped rule otherwise); unsettled_3_early,
   unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s);
-- agree_3: a word committed once three successive decodes agree on it (StreamingOptions.agreement 3, a GPU's
-  default since it was measured here).
+- agree_3: a word committed once three successive decodes agree on it (StreamingOptions.agreement 3, the option
+  `live --agreement 3`).
 Result files written before keep_s (2026-12-01) name the rule of that time `shipped`: it is `before` here now.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
