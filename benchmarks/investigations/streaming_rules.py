@@ -89,15 +89,7 @@ class OlderAgreement(StreamingTranscriber):
 
     def _agreement_reference(self) -> list[dict]:
         older = [h for t, h in self._history if t <= self._decoded_until - self.gap_s]
-        return self._new_after_commit(older[-1]) if older else []
-
-    def _new_after_commit(self, words: list[dict]) -> list[dict]:
-        """An older hypothesis without the words committed since it was made (those ending before the last
-        committed word's end, less 0.1 s)."""
-        if not self.committed:
-            return words
-        last_end = self.committed[-1]["end"]
-        return [w for w in words if w["start"] > last_end - 0.1]
+        return self._after_committed(older[-1]) if older else []  # less the words committed since
 
 
 class OlderAgreementShort(OlderAgreement):

@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -126,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--min-chunk", type=_positive_float, default=None, metavar="SECONDS",
                       help="new audio before the buffer is decoded again (default 0.8 on the CPU, 0.5 on a GPU: "
                            "StreamingOptions.for_device; shorter: text sooner, more decodes)")
-    live.add_argument("--agreement", type=int, default=2, metavar="N",
+    live.add_argument("--agreement", type=int, default=None, metavar="N",
                       help="successive decodes that must read a word alike before it is committed (default 2: "
                            "StreamingOptions.agreement; 3: text closer to the offline transcript, one more "
                            "--min-chunk of latency)")
@@ -624,8 +623,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     audio = None if args.input == "-" else load_audio(Path(args.input))
     model = load_model(args.model, device=args.device, dtype=args.dtype, compiled=compiled_dirs(args))
     assert isinstance(model, WhisperModel)  # the max backend
-    streaming = replace(StreamingOptions.for_device(not model.session.on_host, args.min_chunk),
-                        agreement=args.agreement)
+    streaming = StreamingOptions.for_device(not model.session.on_host, args.min_chunk, args.agreement)
     transcriber = StreamingTranscriber(model, options, streaming)
     tentative = sys.stderr.isatty()
 

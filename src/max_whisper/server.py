@@ -18,7 +18,7 @@ import contextlib
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -249,10 +249,8 @@ def _stream_setup(params: dict, model: WhisperModel, model_names: tuple[str, ...
     transcribe = TranscribeOptions.from_kwargs(silence_threshold_db=options.silence_threshold_db, temperature=0.0,
                                                **{k: v for k, v in kwargs.items() if v is not None})
     model.tokenizer(transcribe.decoding.language, "transcribe")  # a language the model has
-    streaming = StreamingOptions.for_device(not model.session.on_host, min_chunk)
-    if agreement is not None:
-        streaming = replace(streaming, agreement=agreement)
-    return StreamSetup(transcribe, streaming, sample_format)
+    return StreamSetup(transcribe, StreamingOptions.for_device(not model.session.on_host, min_chunk, agreement),
+                       sample_format)
 
 
 def pcm_samples(data: bytes, sample_format: str) -> np.ndarray:

@@ -63,15 +63,15 @@ class StreamingOptions:
     prompt_chars: int = 200  # committed text before the buffer given to each decode as its prompt (`_prompt`)
 
     @classmethod
-    def for_device(cls, gpu: bool, min_chunk_s: float | None = None) -> StreamingOptions:
-        """The defaults for a model on a GPU (`gpu`) or the CPU, `min_chunk_s` unless given. A GPU decodes a
+    def for_device(cls, gpu: bool, min_chunk_s: float | None = None, agreement: int | None = None) -> StreamingOptions:
+        """The defaults for a model on a GPU (`gpu`) or the CPU, `min_chunk_s` and `agreement` unless given. A GPU decodes a
         buffer in about 0.06 s, so it decodes every GPU_MIN_CHUNK_S: tiny.en's median commit latency on an
         H200 is then 0.87-0.93 s a recording, against about 1.5 s at 0.8 s, and 32 streams were carried in real
         time; on simulated time the text is 0.2 WER points further from offline than at 0.8 s
         (docs/measurements.md, issue 24)."""
         if min_chunk_s is None:
             min_chunk_s = GPU_MIN_CHUNK_S if gpu else cls.min_chunk_s
-        return cls(min_chunk_s=min_chunk_s)
+        return cls(min_chunk_s=min_chunk_s, agreement=cls.agreement if agreement is None else agreement)
 
     def __post_init__(self) -> None:
         if self.min_chunk_s <= 0:
@@ -214,11 +214,9 @@ class StreamingTranscriber:
         far as the decodes before it (less the words committed since) agree with them."""
         if len(self._earlier) < self.streaming.agreement - 2:
             return []
-        last_end = self.committed[-1]["end"] if self.committed else float("-inf")
         reference = self._hypothesis
         for earlier in self._earlier:
-            earlier = [w for w in earlier if w["start"] > last_end - 0.1]  # as `_new_words` tells committed ones
-            reference = reference[:_agreed(reference, earlier)]
+            reference = reference[:_agreed(reference, self._after_committed(earlier))]
         return reference
 
     def _heard_through(self, words: list[dict], agreed: int) -> int:
@@ -342,12 +340,19 @@ class StreamingTranscriber:
             if after is not None:
                 words = words[after:]
                 break
-        words = [w for w in words if w["start"] > last_end - 0.1]
+        words = self._after_committed(words)
         if words and abs(words[0]["start"] - last_end) < 1.0:
             for n in range(min(len(done), len(words), 5), 0, -1):
                 if done[-n:] == [_key(w) for w in words[:n]]:
                     return words[n:]
         return words
+
+    def _after_committed(self, words: list[dict]) -> list[dict]:
+        """The words starting after the last committed word's end (less 0.1 s: aligned times overlap)."""
+        if not self.committed:
+            return words
+        last_end = self.committed[-1]["end"]
+        return [w for w in words if w["start"] > last_end - 0.1]
 
     def _commit(self, words: list[dict]) -> list[dict]:
         if words and self.language is None:
