@@ -141,6 +141,21 @@ def test_a_cut_keeps_up_to_keep_s_of_the_buffer_as_context(tiny):
     assert trimmed(0.0, [3.0, 9.0, 16.0]) == pytest.approx(16.0)  # keep_s 0: the last sentence end
 
 
+def test_a_stream_sent_in_one_burst_is_cut_at_a_sentence_end(tiny, recording, offline):
+    """The whole recording before the first decode (a client sending faster than real time): no decode to agree
+    with and a buffer over max_buffer_s, so the words read are committed without agreement, up to the last sentence
+    end among them, and the buffer is cut there. Cut after the last of them, mid-sentence ("...ask not what your
+    country can do for"), the next decode was prompted with a sentence's head and read its rest, "you. Ask what
+    you can do for your country.", as "your country." (as the server's burst tests did, at random)."""
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    transcriber.feed(recording)
+    update = transcriber.update()
+    assert update.committed and streaming._ends_sentence(update.committed[-1])
+    assert transcriber._offset == pytest.approx(update.committed[-1]["end"], abs=1e-4)
+    transcriber.finish()
+    assert word_error_rate([offline], [transcriber.text])[0] <= 5.0, (offline, transcriber.text)
+
+
 def test_silence_stays_bounded_and_writes_nothing(tiny):
     transcriber = StreamingTranscriber(tiny, OPTIONS, StreamingOptions(min_chunk_s=2.0))
     updates, buffers = replay_recorded(transcriber, np.zeros(16000 * 70, dtype=np.float32))

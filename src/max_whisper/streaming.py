@@ -231,12 +231,14 @@ class StreamingTranscriber:
         while True:
             if self.pending_s > 0:
                 self._hypothesis = self._decode()
-            committed += self._commit(self._hypothesis)
-            self._hypothesis = []
             if self.pending_s <= 0:
+                committed += self._commit(self._hypothesis)
+                self._hypothesis = []
                 return StreamUpdate(committed, [])
-            self._cut_at(max(self._committed_in_buffer[-1]["end"] if self._committed_in_buffer else 0.0,
-                             self._decoded_until - _FORCED_KEEP_S))
+            offset = self._offset
+            committed += self._force(self._decoded_until, self._decoded_until - _FORCED_KEEP_S)
+            if self._offset == offset:  # a word of no length at the buffer's start: go on all the same
+                self._cut_at(self._decoded_until - _FORCED_KEEP_S)
 
     def result(self) -> dict:
         """The committed transcript as `transcribe` returns one: text, segments (cut after sentences and at
@@ -377,10 +379,23 @@ class StreamingTranscriber:
             self._cut_at(done[-1]["end"])
             return []
         keep_from = self._decoded_until - _FORCED_KEEP_S
-        forced = [w for w in self._hypothesis if w["end"] <= keep_from]
+        return self._force(keep_from, keep_from)
+
+    def _force(self, until: float, keep_from: float) -> list[dict]:
+        """Commit the tentative words ending by `until` without waiting for agreement, up to the last of them
+        that ends a sentence (or one of Whisper's segments) when one does, and cut the buffer after them (when
+        there are none, at `keep_from` or after the last committed word). Returns them. Cut mid-sentence, the next decode's prompt ends mid-sentence:
+        after "...ask not what your country can do for", tiny.en read the rest of the buffer, "you. Ask what
+        you can do for your country.", as "your country." (a stream sent in one burst; docs/measurements.md,
+        issue 24)."""
+        forced = [w for w in self._hypothesis if w["end"] <= until]
+        ends = [i + 1 for i, w in enumerate(forced) if _ends_sentence(w) or w["end"] in self._segment_ends]
+        if ends:
+            forced = forced[:ends[-1]]
         self._hypothesis = self._hypothesis[len(forced):]
         self._commit(forced)
-        self._cut_at(forced[-1]["end"] if forced else keep_from)
+        done = self._committed_in_buffer
+        self._cut_at(forced[-1]["end"] if forced else max(keep_from, done[-1]["end"] if done else keep_from))
         return forced
 
     def _sentence_ends(self) -> list[float]:
