@@ -18,15 +18,18 @@ from websockets.sync.client import connect
 from max_whisper import cli, load_audio, streaming
 from max_whisper.bench import word_error_rate
 from max_whisper.errors import WhisperError
+from max_whisper.features import HOP_LENGTH, N_FRAMES
 from max_whisper.server import ServerOptions
 from max_whisper.streaming import StreamingOptions, StreamingTranscriber, StreamUpdate, pcm_chunks, replay, words_text
 from max_whisper.transcribe import TranscribeOptions, transcribe_with
 
-from conftest import REPO, as_pcm16, running_server, write_wav
+from conftest import REPO, as_pcm16, references, running_server, write_wav
 
 # Five recordings one after another with pauses: 32 s, more than one window, so the buffer is cut.
 PARTS = ["speech/sense_and_sensibility_01_austen_64kb-0870.wav", "speech/sense_and_sensibility_01_austen_64kb-0880.wav",
          "audio/vad_phrase1.flac", "speech/jfk.wav", "speech/sense_and_sensibility_01_austen_64kb-0890.wav"]
+SAID = " ".join({**references(), "vad_phrase1.flac": "The weather station recorded heavy rain over the northern hills."}
+                [part.split("/")[1]] for part in PARTS)  # tests/speech/refs.tsv, tests/audio/README.md
 OPTIONS = TranscribeOptions.from_kwargs(word_timestamps=True, temperature=0.0)  # the live defaults
 
 
@@ -49,6 +52,12 @@ def replayed(tiny, recording) -> tuple[StreamingTranscriber, list[StreamUpdate],
     return (transcriber, *replay_recorded(transcriber, recording))
 
 
+def assert_as_close_to_what_was_said(text: str, offline: str) -> None:
+    """A stream's final text is as close to what was said as the offline transcript of the recording (within 3
+    WER points): each reads a few words the other does not."""
+    assert word_error_rate([SAID], [text])[0] <= word_error_rate([SAID], [offline])[0] + 3.0, (offline, text)
+
+
 def replay_recorded(transcriber: StreamingTranscriber, audio: np.ndarray) -> tuple[list[StreamUpdate], list[float]]:
     """`replay` the audio: its updates and the buffer's length after each."""
     updates, buffers = [], []
@@ -61,7 +70,7 @@ def replay_recorded(transcriber: StreamingTranscriber, audio: np.ndarray) -> tup
     return updates, buffers
 
 
-def test_stream_commits_the_offline_transcript_once_and_never_revises(replayed, recording, offline):
+def test_stream_commits_its_text_once_and_never_revises(replayed, recording, offline):
     transcriber, updates, buffers = replayed
     step = round(transcriber.streaming.min_chunk_s * 16000)
     assert len(updates) == -(-recording.size // step) + 1  # one per min_chunk_s, then finish
@@ -72,7 +81,7 @@ def test_stream_commits_the_offline_transcript_once_and_never_revises(replayed, 
     streaming = transcriber.streaming
     assert max(buffers) <= streaming.max_buffer_s + 1.0  # cut as it goes
     assert any(after < before for before, after in zip(buffers, buffers[1:]))  # a cut (its rule: test_a_cut_keeps_up_to_keep_s_of_the_buffer_as_context)
-    assert word_error_rate([offline], [transcriber.text])[0] <= 10.0, (offline, transcriber.text)
+    assert_as_close_to_what_was_said(transcriber.text, offline)
     result = transcriber.result()
     assert result["text"] == transcriber.text and result["language"] == "en"
     assert "".join(s["text"] for s in result["segments"]) == result["text"]
@@ -183,8 +192,8 @@ def test_pcm_chunks_from_a_pipe():
 
 
 def test_live_command_prints_committed_text(replayed, recording, tmp_path, capsys):
-    """`--speed 0` streams on simulated time, so it prints what `replay` commits (checked against the offline
-    transcript above), every run the same."""
+    """`--speed 0` streams on simulated time, so it prints what `replay` commits (checked against what was said
+    above), every run the same."""
     path = write_wav(tmp_path / "talk.wav", recording)
     assert np.array_equal(load_audio(path), recording)  # the audio replay read
     assert cli.main(["live", str(path), "--speed", "0"]) == 0
@@ -255,7 +264,7 @@ def test_websocket_stream(server, recording, offline):
     events = send_stream(server[0], recording)
     done = events[-1]
     assert done["text"] == committed_text(events) and done["duration"] == pytest.approx(recording.size / 16000, abs=0.01)
-    assert word_error_rate([offline], [done["text"]])[0] <= 10.0, (offline, done["text"])
+    assert_as_close_to_what_was_said(done["text"], offline)
     assert {e["type"] for e in events} == {"committed", "tentative", "done"}
     words = [w for e in events if e["type"] == "committed" for w in e["words"]]
     assert "".join(w["word"] for w in words) == done["text"] and all(w["end"] >= w["start"] for w in words)
@@ -317,7 +326,7 @@ def test_streams_share_the_engine_batches(server, recording, offline):
     batches, windows = app.state.batcher.batches - before[0], app.state.batcher.windows - before[1]
     assert windows > batches  # some decodes of different streams went together
     for text in results:
-        assert word_error_rate([offline], [text])[0] <= 10.0, (offline, text)
+        assert_as_close_to_what_was_said(text, offline)
 
 
 def test_a_stream_decodes_from_its_previous_tokens_until_its_buffer_is_cut(tiny, recording, monkeypatch):
@@ -393,6 +402,29 @@ def test_an_unpunctuated_stream_is_cut_at_whispers_segment_ends_and_not_prompted
     assert transcriber._prompt() == words_text(words + sentence[:7])
 
 
+def test_a_decode_reads_its_buffer_then_silence(tiny, monkeypatch):
+    """A decode reads the buffer as a whole window of audio, its speech then silence: the sequential loop pads
+    a short window's log-mel with zeros (as openai-whisper's does), the features of a broadband noise, which
+    every decode of a stream read right after its newest words."""
+    audio = load_audio(REPO / "tests" / "speech" / "jfk.wav")  # 11 s
+    windows = []
+    real = streaming.transcribe_speech
+
+    def spy(model, speech, options, **kwargs):  # noqa: ANN001, ANN003
+        windows.append((speech.mel.n_frames - N_FRAMES, speech.mel.window(0, N_FRAMES)))  # the loop's content
+        return real(model, speech, options, **kwargs)
+
+    monkeypatch.setattr(streaming, "transcribe_speech", spy)
+    transcriber = StreamingTranscriber(tiny, OPTIONS)
+    transcriber.feed(audio)
+    update = transcriber.update()
+    [(content, mel)] = windows
+    assert content == N_FRAMES  # a whole window read, not the buffer's frames padded with zeros
+    silence = mel[:, audio.size // HOP_LENGTH + 2:]  # after the speech's last frames
+    assert silence.shape[1] > 1500 and np.all(silence == silence.min()) and silence.max() < mel.max() - 1.0
+    assert "ask not what your country can do for you" in (update.committed_text + update.tentative_text).lower()
+
+
 class Recorded(StreamingTranscriber):
     """A stream that keeps every decode's new words."""
 
@@ -408,7 +440,7 @@ class Recorded(StreamingTranscriber):
 
 def test_three_decodes_agree_on_every_word_a_stream_of_agreement_3_commits(tiny, recording, offline):
     """With `agreement` 3, the words an update commits were read alike (their text, in a run) by the decode that
-    commits them and the two before it; the stream still gives the offline text."""
+    commits them and the two before it; the stream still reads what was said."""
     transcriber = Recorded(tiny, OPTIONS, StreamingOptions(agreement=3))
     updates, _ = replay_recorded(transcriber, recording)
     keys = [[w["word"] for w in h] for h in transcriber.hypotheses]
@@ -423,4 +455,4 @@ def test_three_decodes_agree_on_every_word_a_stream_of_agreement_3_commits(tiny,
             assert k >= 2 and all(holds(h, run) for h in keys[k - 2:k + 1]), (k, run)
             committed += len(run)
     assert committed > 40
-    assert word_error_rate([offline], [transcriber.text])[0] <= 10.0, (offline, transcriber.text)
+    assert_as_close_to_what_was_said(transcriber.text, offline)

@@ -37,10 +37,7 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
   for 2 (3, 4.5) s of audio after it, the others for lookahead_s (the shipped rule otherwise); unsettled_3_early,
   unsettled_4.5_early: the same, a reading counted once 0.2 s of audio follows the word (not lookahead_s);
 - agree_3: a word committed once three successive decodes agree on it (StreamingOptions.agreement 3, the option
-  `live --agreement 3`);
-- silence_padded, silence_agree_3: each decode's window the buffer's audio then silence (the log-mel of zeros), not
-  the log-mel zeros the sequential loop pads a short window with (and with agreement 3). Shipped in 92fad80 and
-  taken back: streams at real speed through the server's batcher then dropped words (docs/measurements.md).
+  `live --agreement 3`).
 Result files written before keep_s (2026-12-01) name the rule of that time `shipped`: it is `before` here now.
 A variant "anchored" (a hypothesis' new words found after the committed words it reads again, by their text)
 was measured here against the rule before it (benchmarks/results/streaming/rules_cpu/) and is now the shipped
@@ -48,7 +45,10 @@ rule (`StreamingTranscriber._new_words`): `--variants shipped` reruns it. So are
 variants punctuated_prompt (the committed text the prompt only when it holds a sentence end), segment_cuts (a cut
 after a committed word that ended one of Whisper's segments) and both (rules_h200_segments/: the package of
 98e5e3d with this file as of 2ce5e12, which holds them): `StreamingTranscriber._prompt` and `_sentence_ends` since
-2ce5e12.
+2ce5e12. And two measured as silence_padded (each decode's window the buffer then silence, the log-mel of zeros,
+not the log-mel zeros the sequential loop pads a short window with) and agree_3 / silence_agree_3 (three decodes
+in a row agree; rules_h200_silence/: the package of b7b733c): the first is how every stream decodes now, so
+`shipped` is silence_padded and `agree_3` silence_agree_3.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ import numpy as np
 import max_whisper as mw
 from benchmarks.common import add_model_args, command, machine, parser, write_json
 from benchmarks.suite.streaming import BatchedStream, recordings
-from max_whisper.audio import N_SAMPLES, SAMPLE_RATE
+from max_whisper.audio import SAMPLE_RATE
 from max_whisper.batching import BatchedModel, WindowBatcher, one_blas_thread
 from max_whisper.bench import word_error_rate
 from max_whisper.runtime.device import decoding_rows
@@ -186,15 +186,6 @@ class Unsettled45Early(Unsettled45):
     heard_s = 0.2
 
 
-class SilencePadded(StreamingTranscriber):
-    """The buffer read as a 30 s window of audio: its speech, then silence (the log-mel of zeros), where the
-    sequential loop pads a short window's log-mel with zeros, as openai-whisper's does (the features of a
-    moderate broadband noise)."""
-
-    def _transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> dict:
-        return super()._transcribe(np.pad(audio, (0, max(0, N_SAMPLES - audio.size))), options)
-
-
 class KeepSentence(StreamingTranscriber):
     """whisper_streaming's trim: a buffer over `trim_s` is cut at the end of its second-last committed sentence,
     so that the last committed sentence stays in the buffer as audio context for the words after it (the rule
@@ -271,8 +262,6 @@ VARIANTS = {
     "unsettled_3_early": (Unsettled3Early, {}),
     "unsettled_4.5_early": (Unsettled45Early, {}),
     "agree_3": (StreamingTranscriber, {"agreement": 3}),
-    "silence_padded": (SilencePadded, {}),
-    "silence_agree_3": (SilencePadded, {"agreement": 3}),
     "sliding_20_prompt_600": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0,
                                                      "prompt_chars": 600}),
 }

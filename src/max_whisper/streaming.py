@@ -3,7 +3,8 @@
 Whisper reads 30 s windows, so a stream re-decodes a growing buffer (whisper_streaming's local agreement,
 Macháček et al. 2023): after each decode, the words that this hypothesis and the previous ones agree on
 (`agreement` decodes in all, two by default), in order from the start and up to `lookahead_s` before the end of
-the audio read, are committed (final, never revised); the rest is the tentative tail. Words carry word timestamps (the aligner); a new hypothesis is
+the audio read, are committed (final, never revised); the rest is the tentative tail. Each decode reads the
+buffer as a whole window of audio: its speech, then silence. Words carry word timestamps (the aligner); a new hypothesis is
 matched against what is already committed by its words' text and times, and the buffer is cut by their
 times: at the end of a committed sentence (or of one of Whisper's segments) once it is longer than `trim_s`,
 keeping up to `keep_s` of it as the context of the words to come, so memory and the cost of an update stay
@@ -24,7 +25,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, from_pcm16
+from .audio import N_SAMPLES, SAMPLE_RATE, from_pcm16
 from .errors import WhisperError
 from .features import FRAMES_PER_SECOND, N_FRAMES
 from .transcribe import Engine, TranscribeOptions, front_end, transcribe_speech
@@ -65,8 +66,9 @@ class StreamingOptions:
     def for_device(cls, gpu: bool, min_chunk_s: float | None = None, agreement: int | None = None) -> StreamingOptions:
         """The defaults for a model on a GPU (`gpu`) or the CPU, `min_chunk_s` and `agreement` unless given. A GPU decodes a
         buffer in about 0.06 s, so it decodes every GPU_MIN_CHUNK_S: tiny.en's median commit latency on an
-        H200 is then 0.90-0.98 s a recording, against about 1.5 s at 0.8 s, and 32 streams are carried in real
-        time; the text is about 1.6 WER points further from offline (docs/measurements.md, issue 24)."""
+        H200 is then 0.87-0.93 s a recording, against about 1.5 s at 0.8 s, and 32 streams were carried in real
+        time; on simulated time the text is 0.2 WER points further from offline than at 0.8 s
+        (docs/measurements.md, issue 24)."""
         if min_chunk_s is None:
             min_chunk_s = GPU_MIN_CHUNK_S if gpu else cls.min_chunk_s
         return cls(min_chunk_s=min_chunk_s, agreement=cls.agreement if agreement is None else agreement)
@@ -289,7 +291,10 @@ class StreamingTranscriber:
         it is no longer looped: at temperature 0 a prompt that ends mid-sentence can start a loop (a buffer cut
         after "...the auction begins at" read "5.5.5..." to the window's end), and once committed the loop was in
         every later decode's prompt, so the rest of the stream was lost (docs/measurements.md, issue 24)."""
-        mel = front_end(audio, options, self.model.dims.n_mels)
+        # the buffer then silence (the log-mel of zeros) to a whole window, where the sequential loop pads a
+        # short window's log-mel with zeros, as openai-whisper's does: the features of a broadband noise, which
+        # every decode of a stream would read right after its newest words (docs/measurements.md, issue 24)
+        mel = front_end(np.pad(audio, (0, max(0, N_SAMPLES - audio.size))), options, self.model.dims.n_mels)
 
         def decode(options: TranscribeOptions) -> dict:
             return transcribe_speech(self.model, mel, options, max_windows=1)
