@@ -155,7 +155,8 @@ def test_a_stream_sent_in_one_burst_is_cut_at_a_sentence_end(tiny, recording, of
     with and a buffer over max_buffer_s, so the words read are committed without agreement, up to the last sentence
     end among them, and the buffer is cut there. Cut after the last of them, mid-sentence ("...ask not what your
     country can do for"), the next decode was prompted with a sentence's head and read its rest, "you. Ask what
-    you can do for your country.", as "your country." (as the server's burst tests did, at random)."""
+    you can do for your country.", as "your country." (as the server's burst tests did, at random). `finish` cuts
+    a buffer of more than one window the same way."""
     transcriber = StreamingTranscriber(tiny, OPTIONS)
     transcriber.feed(recording)
     update = transcriber.update()
@@ -163,6 +164,10 @@ def test_a_stream_sent_in_one_burst_is_cut_at_a_sentence_end(tiny, recording, of
     assert transcriber._offset == pytest.approx(update.committed[-1]["end"], abs=1e-4)
     transcriber.finish()
     assert word_error_rate([offline], [transcriber.text])[0] <= 5.0, (offline, transcriber.text)
+    ended = StreamingTranscriber(tiny, OPTIONS)  # the same at the stream's end: finish reads it a window at a time
+    ended.feed(recording)
+    assert ended.finish().committed == ended.committed and ended.decodes == 2
+    assert word_error_rate([offline], [ended.text])[0] <= 5.0, (offline, ended.text)
 
 
 def test_silence_stays_bounded_and_writes_nothing(tiny):

@@ -42,7 +42,7 @@ class StreamingOptions:
     """How a stream decodes and trims its buffer."""
 
     # new audio before the buffer is decoded again (a driver's pace; `for_device`: a GPU's is shorter): at 0.8 s
-    # tiny.en's median commit latency (over all words) is 1.8 s on a 2-core CPU (docs/measurements.md, issue 24)
+    # tiny.en's median commit latency (over all words) is 1.8-2.1 s on a 2-core CPU (docs/measurements.md, issue 24)
     min_chunk_s: float = 0.8
     # A word is committed once two successive decodes agree on it and the decoded audio runs this far past
     # its end: a word near the end of what was heard may be cut short, and its punctuation waits on what
@@ -66,8 +66,8 @@ class StreamingOptions:
     def for_device(cls, gpu: bool, min_chunk_s: float | None = None, agreement: int | None = None) -> StreamingOptions:
         """The defaults for a model on a GPU (`gpu`) or the CPU, `min_chunk_s` and `agreement` unless given. A GPU decodes a
         buffer in about 0.06 s, so it decodes every GPU_MIN_CHUNK_S: tiny.en's median commit latency on an
-        H200 is then 0.87-0.93 s a recording, against about 1.5 s at 0.8 s, and 32 streams were carried in real
-        time; on simulated time the text is 0.2 WER points further from offline than at 0.8 s
+        H200 is then 0.87-0.93 s a recording, against about 1.5 s at 0.8 s, and 32 streams are carried in real
+        time (median 1.65 s); on simulated time the text is 0.2 WER points further from offline than at 0.8 s
         (docs/measurements.md, issue 24)."""
         if min_chunk_s is None:
             min_chunk_s = GPU_MIN_CHUNK_S if gpu else cls.min_chunk_s
@@ -228,7 +228,8 @@ class StreamingTranscriber:
         return agreed
 
     def finish(self) -> StreamUpdate:
-        """The end of the stream: what is left is decoded (one window at a time) and committed."""
+        """The end of the stream: what is left is decoded and committed, one window at a time (each cut as
+        `_force` cuts)."""
         committed: list[dict] = []
         while True:
             if self.pending_s > 0:
@@ -367,8 +368,7 @@ class StreamingTranscriber:
     def _trim(self) -> list[dict]:
         """Cut the buffer once it is over `trim_s`: at the first committed sentence end that leaves at most
         `keep_s` of it, else the last one; over `max_buffer_s` without one, after its last committed word, or
-        (none) keep its last seconds, committing the tentative words before them. Returns the words so
-        committed."""
+        (none) commit the tentative words before its last seconds (`_force`). Returns the words so committed."""
         length = self.buffer_s
         if length <= self.streaming.trim_s:
             return []
@@ -389,10 +389,10 @@ class StreamingTranscriber:
     def _force(self, until: float, keep_from: float) -> list[dict]:
         """Commit the tentative words ending by `until` without waiting for agreement, up to the last of them
         that ends a sentence (or one of Whisper's segments) when one does, and cut the buffer after them (when
-        there are none, at `keep_from` or after the last committed word). Returns them. Cut mid-sentence, the next decode's prompt ends mid-sentence:
-        after "...ask not what your country can do for", tiny.en read the rest of the buffer, "you. Ask what
-        you can do for your country.", as "your country." (a stream sent in one burst; docs/measurements.md,
-        issue 24)."""
+        there are none, at `keep_from` or after the last committed word). Returns them. A cut mid-sentence makes
+        the next decode's prompt end mid-sentence: after "...ask not what your country can do for", tiny.en read
+        the rest of the buffer, "you. Ask what you can do for your country.", as "your country." (a stream sent
+        in one burst; docs/measurements.md, issue 24)."""
         forced = [w for w in self._hypothesis if w["end"] <= until]
         ends = [i + 1 for i, w in enumerate(forced) if _ends_sentence(w) or w["end"] in self._segment_ends]
         if ends:
