@@ -399,8 +399,11 @@ class StreamingTranscriber:
             forced = forced[:ends[-1]]
         self._hypothesis = self._hypothesis[len(forced):]
         self._commit(forced)
-        done = self._committed_in_buffer
-        self._cut_at(forced[-1]["end"] if forced else max(keep_from, done[-1]["end"] if done else keep_from))
+        if forced:
+            self._cut_at(forced[-1]["end"])
+        else:
+            done = self._committed_in_buffer
+            self._cut_at(max(keep_from, done[-1]["end"]) if done else keep_from)
         return forced
 
     def _sentence_ends(self) -> list[float]:
