@@ -31,7 +31,7 @@ Variants (all but shipped and sliding_* with the buffer rule before keep_s: BEFO
 - sliding_20, sliding_15: the buffer cut from 24 (20) s at the first committed sentence end leaving at most
   20 (15) s, so new words are read with that much audio before them (sliding_20 is now shipped: keep_s);
 - sliding_20_prompt_600: sliding_20 with prompt_chars 600;
-- keep20_lookahead_1, _2, _3, _4.5: the shipped rule (keep_s 20) with lookahead_s 1, 2, 3, 4.5 s (how close more
+- keep20_lookahead_0.3, _1, _2, _3, _4.5: the shipped rule (keep_s 20) with lookahead_s 0.3, 1, 2, 3, 4.5 s (how close more
   right context brings the stream to offline, at what latency);
 - unsettled_2, unsettled_3, unsettled_4.5: a word that two decodes which heard it through read differently waits
   for 2 (3, 4.5) s of audio after it, the others for lookahead_s (the shipped rule otherwise); unsettled_3_early,
@@ -252,6 +252,7 @@ VARIANTS = {
     "context_5": (Context5, BEFORE),
     "sliding_20": (StreamingTranscriber, {"trim_s": 24.0, "keep_s": 20.0, "max_buffer_s": 28.0}),
     "sliding_15": (StreamingTranscriber, {"trim_s": 20.0, "keep_s": 15.0, "max_buffer_s": 28.0}),
+    "keep20_lookahead_0.3": (StreamingTranscriber, {"lookahead_s": 0.3}),
     "keep20_lookahead_1": (StreamingTranscriber, {"lookahead_s": 1.0}),
     "keep20_lookahead_2": (StreamingTranscriber, {"lookahead_s": 2.0}),
     "keep20_lookahead_3": (StreamingTranscriber, {"lookahead_s": 3.0}),
