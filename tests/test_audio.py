@@ -46,6 +46,22 @@ def test_padding_frames_skip_the_fft_exactly(speech, clip, held_frames, monkeypa
         assert np.array_equal(skipping.window(start, 3000), every.window(start, 3000))
 
 
+@pytest.mark.parametrize("zeros", [0, 399, 400, 70_000, 16 * 30_000])
+def test_frames_of_trailing_zeros_skip_the_fft_exactly(speech, zeros):
+    """Zeros at the end of the audio (a stream's buffer read as a whole window) are skipped as the padding is,
+    once they hold a window's worth (their frames' reflection at the end reads zeros too)."""
+    audio = np.concatenate([mw.load_audio(speech / "jfk.wav"), np.zeros(zeros, np.float32)])
+    for padding in (0, mw.audio.N_SAMPLES):
+        skipping = LogMelFeatures(audio, padding=padding)
+        every = LogMelFeatures(audio, padding=padding)
+        every.sounding_frames = every.n_frames
+        if zeros + padding >= 400:  # a window of zeros: the frames after the sound skip the FFT
+            assert skipping.sounding_frames <= skipping.n_frames - (zeros + padding) // 160 + 3
+        else:
+            assert skipping.sounding_frames == skipping.n_frames
+        assert np.array_equal(skipping.window(0, skipping.n_frames), every.window(0, every.n_frames))
+
+
 @pytest.mark.parametrize("samples", [201, 401, 16_037])
 @pytest.mark.parametrize("padding", [0, 100, mw.audio.N_SAMPLES])
 def test_log_mel_of_short_signals_reflects_as_openai(samples, padding):

@@ -107,6 +107,18 @@ def _fft_workers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="log-mel")
 
 
+def _without_trailing_zeros(audio: np.ndarray, block: int = 1 << 16) -> int:
+    """The number of samples up to the last one that is not zero (read from the end a block at a time: most
+    recordings end in sound)."""
+    end = audio.size
+    while end > 0:
+        nonzero = np.flatnonzero(audio[max(0, end - block):end])
+        if nonzero.size:
+            return max(0, end - block) + int(nonzero[-1]) + 1
+        end -= block
+    return 0
+
+
 def _log_scale(log_spec: np.ndarray, log_max: float) -> np.ndarray:
     """Clamp to 8 decades under the file's loudest bin, then scale to about [-1, 1]."""
     scaled = np.maximum(log_spec, np.float32(log_max - 8.0), dtype=np.float32)  # one array, changed in place
@@ -146,10 +158,13 @@ class LogMelFeatures:
             audio = np.pad(audio, (0, N_FFT // 2 + 1 - audio.size))
         self.audio, self.n_mels, self.padding = audio, n_mels, padding
         self.n_frames = (audio.size + padding) // HOP_LENGTH
-        # Frames from here on read zeros only (their reflection at the end too, with a window of padding): a
-        # short file's 30 s of padding is most of its frames, and their FFTs were most of its front end.
-        sounding = -(-(audio.size + N_FFT // 2) // HOP_LENGTH)
-        self.sounding_frames = self.n_frames if padding < N_FFT else min(self.n_frames, sounding)
+        # Frames from here on read zeros only (their reflection at the end too, with a window of zeros): a
+        # short file's 30 s of padding is most of its frames, and their FFTs were most of its front end; so
+        # are the zeros a stream's buffer is read with to a whole window (`streaming`).
+        sound = _without_trailing_zeros(audio)
+        sounding = -(-(sound + N_FFT // 2) // HOP_LENGTH)
+        zeros = audio.size - sound + padding
+        self.sounding_frames = self.n_frames if zeros < N_FFT else min(self.n_frames, sounding)
 
     @cached_property
     def _pass_one(self) -> tuple[float, np.ndarray | None]:
