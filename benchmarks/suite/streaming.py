@@ -168,9 +168,8 @@ def main() -> None:
     assert isinstance(model, mw.WhisperModel)
     options = TranscribeOptions.from_kwargs(word_timestamps=True)  # offline: transcribe's defaults
     stream_options = TranscribeOptions.from_kwargs(word_timestamps=True, temperature=0.0)  # the live defaults
-    streaming = StreamingOptions.for_device(args.device == "gpu", args.min_chunk)
-    streaming = replace(streaming, lookahead_s=args.lookahead, trim_s=args.trim, keep_s=args.keep,
-                        max_buffer_s=args.max_buffer, agreement=args.agreement)
+    streaming = replace(StreamingOptions.for_device(args.device == "gpu", args.min_chunk, args.agreement),
+                        lookahead_s=args.lookahead, trim_s=args.trim, keep_s=args.keep, max_buffer_s=args.max_buffer)
     report: dict = {"model": args.model, "device": args.device, "machine": machine(), "command": command(),
                     "streaming": vars(streaming), "draft": not args.without_draft, "settings": "offline: transcribe's defaults (temperature fallback), word "
                     "timestamps; stream: temperature 0 without fallback, word timestamps; WER with "
